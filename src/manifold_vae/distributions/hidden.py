@@ -1,0 +1,91 @@
+"""Hidden spaces of the ER procedure: which prior and posterior each hidden coordinate has.
+
+``"box"`` coordinates: prior ``U(0,1)``, posterior ``Beta`` (mean/concentration parameterized);
+``"euclidean"`` coordinates: prior ``N(0,1)``, posterior ``N(μ, σ²)``. A hidden space is a run of
+such coordinates; consecutive coordinates of one kind form a block.
+"""
+from __future__ import annotations
+
+from itertools import groupby
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal, Uniform, kl_divergence
+
+from .box import BoxBeta, beta_from_mean_concentration
+from .concat import ConcatIndependent
+
+KINDS = ("box", "euclidean")
+LOG_SIGMA_BOUNDS = (-12.0, 4.0)
+
+
+class HiddenSpace:
+    """Prior and posterior family of a hidden space with coordinate kinds ``kinds``.
+
+    The encoder emits ``param_dim = 2·d`` unconstrained numbers per example: for each block,
+    first the ``size`` location parameters (Beta mean logits or Gaussian means), then the
+    ``size`` scale parameters (log concentrations or log standard deviations).
+    """
+
+    def __init__(self, kinds: Sequence[str]):
+        kinds = tuple(kinds)
+        bad = [k for k in kinds if k not in KINDS]
+        if bad or not kinds:
+            raise ValueError(f"hidden kinds must be a non-empty sequence of {KINDS}, got {kinds}")
+        self.kinds = kinds
+        self.dim = len(kinds)
+        self.blocks = [(k, len(list(g))) for k, g in groupby(kinds)]
+        self.param_dim = 2 * self.dim
+
+    def posterior(self, raw: Tensor) -> Distribution:
+        """``q(z|x)`` from raw encoder outputs of trailing size ``param_dim``."""
+        dists, start = [], 0
+        for kind, size in self.blocks:
+            loc = raw[..., start:start + size]
+            scale = raw[..., start + size:start + 2 * size]
+            start += 2 * size
+            if kind == "box":
+                a, b = beta_from_mean_concentration(loc, scale + 0.6931471805599453)
+                base = BoxBeta(a, b, validate_args=False)
+            else:
+                sigma = scale.clamp(*LOG_SIGMA_BOUNDS).exp()
+                base = Normal(loc, sigma, validate_args=False)
+            dists.append(Independent(base, 1, validate_args=False))
+        return dists[0] if len(dists) == 1 else ConcatIndependent(dists)
+
+    def prior(self, *, device=None, dtype=torch.float32) -> Distribution:
+        """``p(z)``: ``U(0,1)`` per box coordinate, ``N(0,1)`` per Euclidean one."""
+        dists = []
+        for kind, size in self.blocks:
+            zeros = torch.zeros(size, device=device, dtype=dtype)
+            if kind == "box":
+                base = Uniform(zeros, zeros + 1, validate_args=False)
+            else:
+                base = Normal(zeros, zeros + 1, validate_args=False)
+            dists.append(Independent(base, 1, validate_args=False))
+        return dists[0] if len(dists) == 1 else ConcatIndependent(dists)
+
+    def kl(self, q: Distribution, p: Distribution | None = None) -> Tensor:
+        """Closed-form ``KL(q || p)`` summed over hidden coordinates."""
+        if p is None:
+            p = self.prior(device=_device_of(q), dtype=_dtype_of(q))
+        return kl_divergence(q, p)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """``log p(z)``: 0 on the box (inside), standard normal on Euclidean blocks."""
+        out, start = torch.zeros(z.shape[:-1], device=z.device, dtype=z.dtype), 0
+        for kind, size in self.blocks:
+            if kind == "euclidean":
+                zz = z[..., start:start + size]
+                out = out - 0.5 * (zz * zz).sum(-1) - 0.5 * size * 1.8378770664093453
+            start += size
+        return out
+
+
+def _device_of(q: Distribution):
+    return q.mean.device
+
+
+def _dtype_of(q: Distribution):
+    return q.mean.dtype

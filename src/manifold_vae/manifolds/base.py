@@ -1,0 +1,132 @@
+"""The manifold interface: what the ER procedure needs to know about a latent space ``M``.
+
+A manifold is embedded in ``R^ambient_dim``; points are tensors whose trailing dimension is the
+ambient coordinate and whose leading dimensions broadcast. Each manifold says
+
+* which hidden space parameterizes it (``hidden_kinds``: ``"box"`` coordinates live in ``[0,1]``
+  with a uniform prior and Beta posterior, ``"euclidean"`` ones in ``R`` with N(0,1) prior);
+* how to sample its uniform (Haar) distribution and check membership;
+* the exact map ``f`` from the hidden space that pushes the hidden prior to the uniform
+  distribution on ``M`` (``exact_map``) and the volume ``vol(M)`` (the constant volume element of
+  that map);
+* the action of its symmetry group and a continuous parameterization of group elements from
+  unconstrained encoder outputs (``group_element`` then ``act``).
+
+Reference: E. Golikov, M. Kretov, arXiv:1812.02769.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+
+class Manifold:
+    """Base class of latent manifolds. Subclasses set the attributes and override the methods."""
+
+    #: canonical latent spec, e.g. ``"S1"``
+    spec: str = ""
+    #: intrinsic dimension (= hidden dimension)
+    dim: int = 0
+    #: dimension of the ambient Euclidean space the points live in
+    ambient_dim: int = 0
+    #: number of unconstrained encoder outputs that parameterize one group element (0: no group)
+    group_param_dim: int = 0
+    #: whether the uniform distribution exists (compact manifold)
+    compact: bool = True
+
+    # ----------------------------------------------------------------- hidden space
+    @property
+    def hidden_kinds(self) -> tuple[str, ...]:
+        """Kind of each hidden coordinate: ``"box"`` or ``"euclidean"``."""
+        return ("box",) * self.dim if self.compact else ("euclidean",) * self.dim
+
+    # ----------------------------------------------------------------- geometry
+    def volume(self) -> float:
+        """Riemannian volume of ``M`` in the metric induced by the ambient embedding."""
+        raise NotImplementedError
+
+    def log_volume(self) -> float:
+        return math.log(self.volume())
+
+    def sample_uniform(self, n: int, *, generator: torch.Generator | None = None,
+                       dtype: torch.dtype = torch.float32) -> Tensor:
+        """``n`` points from the uniform distribution on ``M``, shape ``(n, ambient_dim)``."""
+        raise NotImplementedError
+
+    def check_point(self, x: Tensor, *, atol: float | None = None) -> tuple[bool, str]:
+        """``(ok, reason)``: whether every point of ``x`` lies on ``M`` within ``atol``."""
+        if x.shape[-1] != self.ambient_dim:
+            return False, (f"{self.spec}: points need a trailing dimension of {self.ambient_dim}, "
+                           f"got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            return False, f"{self.spec}: points contain NaN or inf"
+        dist = self.distance_to_manifold(x)
+        tol = _default_atol(x.dtype) if atol is None else atol
+        worst = float(dist.max()) if dist.numel() else 0.0
+        if worst > tol:
+            return False, f"{self.spec}: a point lies {worst:.3g} from the manifold (tolerance {tol:.3g})"
+        return True, ""
+
+    def distance_to_manifold(self, x: Tensor) -> Tensor:
+        """Euclidean distance from ambient points to ``M`` (shape ``x.shape[:-1]``)."""
+        return (x - self.project(x)).norm(dim=-1)
+
+    def project(self, x: Tensor) -> Tensor:
+        """Nearest point of ``M`` to each ambient point."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- quadrature
+    def quadrature(self, level: int) -> tuple[Tensor, Tensor]:
+        """A rule ``(points, log_weights)`` for expectations under ``U(M)`` (float64); finer as
+        ``level`` grows. Used for true log-likelihoods of benchmark data."""
+        raise NotImplementedError(f"{self.spec}: no quadrature rule")
+
+    def quadrature_levels(self) -> tuple[int, int]:
+        """``(first, last)`` levels tried when refining :meth:`quadrature`."""
+        raise NotImplementedError(f"{self.spec}: no quadrature rule")
+
+    # ----------------------------------------------------------------- exact embedding
+    def exact_map(self, z: Tensor) -> Tensor:
+        """``f(z)``: the hidden point ``z`` (trailing dim ``dim``) mapped onto ``M``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- group action
+    def group_element(self, params: Tensor) -> Any:
+        """A group element from unconstrained encoder outputs (trailing dim ``group_param_dim``)."""
+        raise ValueError(f"{self.spec} has no group action")
+
+    def act(self, g: Any, x: Tensor) -> Tensor:
+        """``g · x``; ``g``'s batch shape broadcasts against ``x``'s."""
+        raise ValueError(f"{self.spec} has no group action")
+
+    def random_group_element(self, n: int, *, generator: torch.Generator | None = None,
+                             dtype: torch.dtype = torch.float32) -> Any:
+        """``n`` Haar-random group elements (for tests of invariance)."""
+        params = torch.randn(n, self.group_param_dim, generator=generator, dtype=dtype)
+        return self.group_element(params)
+
+    # ----------------------------------------------------------------- misc
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Manifold) and other.spec == self.spec
+
+    def __hash__(self) -> int:
+        return hash(self.spec)
+
+    def factors(self) -> Sequence["Manifold"]:
+        return (self,)
+
+
+def _default_atol(dtype: torch.dtype) -> float:
+    return {torch.float64: 1e-8, torch.float32: 1e-4}.get(dtype, 1e-2)
+
+
+def safe_normalize(v: Tensor, *, dim: int = -1, eps: float = 1e-8) -> Tensor:
+    """``v / |v|`` with the norm bounded below by ``eps`` (finite value and gradient at 0)."""
+    sq = (v * v).sum(dim=dim, keepdim=True)
+    return v * torch.rsqrt(sq.clamp_min(eps * eps))

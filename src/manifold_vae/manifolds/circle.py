@@ -1,0 +1,72 @@
+"""The circle ``S^1 ⊂ R^2``.
+
+Exact map from the hidden box: ``θ = 2π z``, ``f(z) = (cos θ, sin θ)``; its volume element is the
+constant ``2π = vol(S^1)``, so it pushes ``U(0,1)`` onto the uniform distribution on the circle.
+Symmetry group ``SO(2)``: rotations, parameterized by normalizing an unconstrained 2-vector
+``v -> (cos ψ, sin ψ) = v/|v|`` (continuous, unlike a raw angle).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Manifold, safe_normalize
+
+
+def rotation_2d(cos: Tensor, sin: Tensor) -> Tensor:
+    """The 2×2 rotation matrices ``[[c, -s], [s, c]]`` (shape ``cos.shape + (2, 2)``)."""
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+
+def circle_angle(x: Tensor) -> Tensor:
+    """Angle in ``[0, 2π)`` of points in ``R^2`` (trailing dim 2)."""
+    return torch.atan2(x[..., 1], x[..., 0]) % (2 * math.pi)
+
+
+class Circle(Manifold):
+    """The unit circle ``S^1`` in ``R^2``; group ``SO(2)`` acting by rotation.
+
+    Example::
+
+        >>> m = Circle()
+        >>> m.exact_map(torch.tensor([[0.25]]))
+        tensor([[-4.3711e-08,  1.0000e+00]])
+    """
+
+    spec = "S1"
+    dim = 1
+    ambient_dim = 2
+    group_param_dim = 2
+
+    def volume(self) -> float:
+        return 2 * math.pi
+
+    def sample_uniform(self, n, *, generator=None, dtype=torch.float32):
+        theta = 2 * math.pi * torch.rand(n, generator=generator, dtype=dtype)
+        return torch.stack([theta.cos(), theta.sin()], -1)
+
+    def quadrature(self, level: int):
+        """Periodic trapezoid rule: ``2^level`` equispaced angles, equal weights."""
+        n = 2 ** int(level)
+        theta = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+        pts = torch.stack([theta.cos(), theta.sin()], -1)
+        return pts, torch.full((n,), -math.log(n), dtype=torch.float64)
+
+    def quadrature_levels(self):
+        return 8, 20
+
+    def project(self, x: Tensor) -> Tensor:
+        return safe_normalize(x)
+
+    def exact_map(self, z: Tensor) -> Tensor:
+        theta = 2 * math.pi * z[..., 0]
+        return torch.stack([theta.cos(), theta.sin()], -1)
+
+    def group_element(self, params: Tensor) -> Tensor:
+        u = safe_normalize(params)
+        return rotation_2d(u[..., 0], u[..., 1])
+
+    def act(self, g: Tensor, x: Tensor) -> Tensor:
+        return (g @ x.unsqueeze(-1)).squeeze(-1)

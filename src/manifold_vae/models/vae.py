@@ -1,0 +1,171 @@
+"""The VAE that composes: encoder -> hidden posterior -> embedding f -> group action g -> decoder.
+
+One class serves every latent space. With ``latent="R<d>"`` it is the ordinary Gaussian VAE
+(Kingma & Welling 2014); with a compact manifold it is the embedding-reparameterization (ER) VAE
+of Golikov & Kretov (arXiv:1812.02769):
+
+    z ~ q(z|x) (reparameterized),  m = g(x) · f(z),  x ~ p_θ(x | m)
+    ELBO(x) = E_q[log p_θ(x | g(x)·f(z))] - KL(q(z|x) || p(z))
+
+with the KL computed in the hidden space (equal to the KL on ``M`` because ``f`` is injective and
+``g`` preserves the prior). The likelihood is Gaussian with one learned scale per coordinate,
+evaluated in the data's own units: the model holds the affine standardization applied to its
+inputs (a per-coordinate shift and one global scale ``s``) and adds its log-Jacobian
+``-D log s``, so its log-likelihoods compare directly with the data's true log-likelihood.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..distributions import HiddenSpace
+from ..distributions.box import beta_from_mean_concentration, beta_kl_to_uniform, squeeze_into_box
+from ..distributions.hidden import LOG_SIGMA_BOUNDS
+from ..embeddings import ExactEmbedding
+from ..manifolds import Manifold, parse_latent
+from .networks import MLP
+
+LOG_2PI = math.log(2 * math.pi)
+LOG_SCALE_BOUNDS = (-9.0, 5.0)
+
+
+class VAE(nn.Module):
+    """A VAE with latent manifold ``latent`` (Gaussian VAE for ``R<d>``, ER VAE otherwise).
+
+    Args:
+        data_dim: dimension ``D`` of an observation.
+        latent: latent spec (``"S1"``, ``"R2"``, …) or a :class:`Manifold`.
+        embedding: ``None`` for the exact map of ``latent``, or a module ``z -> m`` (a frozen
+            :class:`~manifold_vae.embeddings.LearnedEmbedding`).
+        group_action: add a group-action encoder head, ``m = g(x) · f(z)``.
+        hidden: widths of the encoder's hidden layers (the decoder uses them reversed).
+
+    Example::
+
+        >>> model = VAE(100, "S1", group_action=True)
+        >>> out = model.loss(torch.randn(8, 100))
+        >>> sorted(out)
+        ['elbo', 'kl', 'loss', 'reconstruction']
+    """
+
+    def __init__(self, data_dim: int, latent: str | Manifold, *, embedding: nn.Module | None = None,
+                 group_action: bool = False, hidden: Sequence[int] = (256, 256),
+                 activation: str = "relu"):
+        super().__init__()
+        self.manifold = parse_latent(latent)
+        if group_action and self.manifold.group_param_dim == 0:
+            raise ValueError(f"latent {self.manifold.spec} has no group action")
+        self.data_dim = int(data_dim)
+        self.group_action = bool(group_action)
+        self.hidden_space = HiddenSpace(self.manifold.hidden_kinds)
+        n_group = self.manifold.group_param_dim if group_action else 0
+        self.encoder = MLP(self.data_dim, hidden, self.hidden_space.param_dim + n_group,
+                           activation=activation)
+        self.embedding = embedding if embedding is not None else ExactEmbedding(self.manifold)
+        if getattr(self.embedding, "manifold", self.manifold).spec != self.manifold.spec:
+            raise ValueError(f"embedding is for {self.embedding.manifold.spec}, "
+                             f"latent is {self.manifold.spec}")
+        self.embedding.requires_grad_(False)
+        self.decoder = MLP(self.manifold.ambient_dim, list(hidden)[::-1], self.data_dim,
+                           activation=activation)
+        self.log_scale = nn.Parameter(torch.zeros(self.data_dim))
+        self.register_buffer("data_shift", torch.zeros(self.data_dim))
+        self.register_buffer("data_scale", torch.ones(()))
+        # which fast path the training step can take (one block of one kind)
+        blocks = self.hidden_space.blocks
+        self._single_kind = blocks[0][0] if len(blocks) == 1 else None
+
+    # ------------------------------------------------------------------ data transform
+    def set_data_transform(self, shift: Tensor, scale: float | Tensor) -> None:
+        """Standardize inputs as ``(x - shift) / scale``; ``scale`` is one positive number."""
+        scale = torch.as_tensor(scale, dtype=self.data_scale.dtype)
+        if scale.numel() != 1 or not bool(scale > 0):
+            raise ValueError("the data scale must be one positive number")
+        self.data_shift.copy_(torch.as_tensor(shift, dtype=self.data_shift.dtype))
+        self.data_scale.copy_(scale.reshape(()))
+
+    def standardize(self, x: Tensor) -> Tensor:
+        return (x - self.data_shift) / self.data_scale
+
+    # ------------------------------------------------------------------ pieces
+    def encode(self, x: Tensor):
+        """``(q(z|x), g(x))`` for raw observations ``x``; ``g`` is ``None`` without group action."""
+        raw = self.encoder(self.standardize(x))
+        n_hidden = self.hidden_space.param_dim
+        q = self.hidden_space.posterior(raw[..., :n_hidden])
+        g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
+        return q, g
+
+    def latent_point(self, z: Tensor, g=None) -> Tensor:
+        """``m = g · f(z)``."""
+        m = self.embedding(z)
+        return m if g is None else self.manifold.act(g, m)
+
+    def log_likelihood(self, x_std: Tensor, m: Tensor) -> Tensor:
+        """``log p_θ(x | m)`` in the data's own units, for standardized ``x_std``."""
+        loc = self.decoder(m)
+        log_scale = self.log_scale.clamp(*LOG_SCALE_BOUNDS)
+        resid = (x_std - loc) * torch.exp(-log_scale)
+        return (-0.5 * resid.pow(2).sum(-1) - log_scale.sum()
+                - 0.5 * self.data_dim * LOG_2PI - self.data_dim * torch.log(self.data_scale))
+
+    def decode_mean(self, m: Tensor) -> Tensor:
+        """Mean of ``p_θ(x | m)`` in the data's own units."""
+        return self.data_shift + self.data_scale * self.decoder(m)
+
+    # ------------------------------------------------------------------ training objective
+    def _sample_with_kl(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """One reparameterized hidden sample and the closed-form KL, on the shortest op path."""
+        d = self.hidden_space.dim
+        loc, scale = raw[..., :d], raw[..., d:]
+        if self._single_kind == "euclidean":
+            log_sigma = scale.clamp(*LOG_SIGMA_BOUNDS)
+            z = loc + log_sigma.exp() * torch.randn_like(loc)
+            kl = 0.5 * (loc.pow(2) + (2 * log_sigma).exp() - 1).sum(-1) - log_sigma.sum(-1)
+            return z, kl
+        if self._single_kind == "box":
+            a, b = beta_from_mean_concentration(loc, scale + math.log(2.0))
+            z = torch.distributions.Beta(a, b, validate_args=False).rsample()
+            return squeeze_into_box(z), beta_kl_to_uniform(a, b).sum(-1)
+        q = self.hidden_space.posterior(raw)
+        return q.rsample(), self.hidden_space.kl(q)
+
+    def loss(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
+        """Negative (β-weighted) ELBO averaged over the batch, with its parts (per example)."""
+        x_std = self.standardize(x)
+        raw = self.encoder(x_std)
+        n_hidden = self.hidden_space.param_dim
+        z, kl = self._sample_with_kl(raw[..., :n_hidden])
+        g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
+        rec = self.log_likelihood(x_std, self.latent_point(z, g))
+        loss = (kl_weight * kl - rec).mean()
+        return {"loss": loss, "elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
+                "reconstruction": rec.detach().mean()}
+
+    def forward(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
+        """Same as :meth:`loss` (so that DistributedDataParallel sees the training objective)."""
+        return self.loss(x, kl_weight)
+
+    # ------------------------------------------------------------------ evaluation
+    def log_weights(self, x: Tensor, k: int) -> Tensor:
+        """Importance log-weights ``log p(x|m_k) + log p(z_k) - log q(z_k|x)``, shape ``(k, B)``."""
+        x_std = self.standardize(x)
+        q, g = self.encode(x)
+        z = q.rsample((k,))
+        log_w = (self.log_likelihood(x_std, self.latent_point(z, g))
+                 + self.hidden_space.prior_log_prob(z) - q.log_prob(z))
+        return log_w
+
+    @torch.no_grad()
+    def embed(self, x: Tensor) -> Tensor:
+        """The posterior's central latent point ``g(x) · f(mean of q(z|x))`` on ``M``."""
+        q, g = self.encode(x)
+        return self.latent_point(q.mean, g)
+
+    def describe(self) -> dict:
+        return {"latent": self.manifold.spec, "data_dim": self.data_dim,
+                "group_action": self.group_action,
+                "embedding": getattr(self.embedding, "kind", type(self.embedding).__name__)}

@@ -1,0 +1,158 @@
+"""One typed configuration per run: defaults here, overridden by a TOML file and ``--set k=v``.
+
+Unknown keys and values of the wrong type are rejected with a :class:`UsageError` naming them;
+the resolved config is saved with every checkpoint so that ``resume`` and ``evaluate`` need
+nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from ..errors import UsageError
+
+
+@dataclass
+class FitConfig:
+    """Everything that defines a training run."""
+
+    # model
+    latent: str = "S1"
+    embedding: str = "exact"          # "exact", "learned" (train one now) or a directory/file
+    group_action: bool = False
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"
+    # optimisation
+    steps: int = 10000
+    batch_size: int = 512
+    lr: float = 1e-3
+    schedule: str = "onecycle"       # "onecycle" or "constant"
+    kl_warmup: float = 0.2           # fraction of the steps over which the KL weight rises 0 -> 1
+    grad_clip: float = 100.0         # max global gradient norm (0: off)
+    seed: int = 0
+    # data
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    standardize: bool = True
+    # evaluation
+    iwae_k: int = 1000
+    # learned embedding (used when embedding == "learned")
+    embed_steps: int = 3000
+    embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
+    # engine
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    device: str = "auto"
+    threads: int = 0                 # torch intra-op threads (0: leave torch's default)
+
+    def validate(self) -> "FitConfig":
+        pos = ["steps", "batch_size", "iwae_k", "log_every", "checkpoint_every", "embed_steps"]
+        for name in pos:
+            if getattr(self, name) < 1:
+                raise UsageError(f"config: {name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UsageError(f"config: lr must be positive, got {self.lr}")
+        if not 0 < self.test_fraction < 1:
+            raise UsageError(f"config: test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.kl_warmup < 1:
+            raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
+        if self.grad_clip < 0:
+            raise UsageError(f"config: grad_clip must be >= 0, got {self.grad_clip}")
+        if self.schedule not in ("onecycle", "constant"):
+            raise UsageError(f"config: schedule must be 'onecycle' or 'constant', got {self.schedule!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UsageError(f"config: device must be auto, cpu or cuda, got {self.device!r}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise UsageError(f"config: hidden must be a list of positive widths, got {self.hidden}")
+        if self.threads < 0:
+            raise UsageError(f"config: threads must be >= 0, got {self.threads}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """``value`` (from TOML or a ``--set`` string) converted to the field's type, or UsageError."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"config: {name} must be a list, got {value!r}")
+        return [_coerce(name, inner, v) for v in value]
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise UsageError(f"config: {name} must be of type {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def config_from(cls, *, base: dict | None = None, file: str | Path | None = None,
+                overrides: Iterable[str] = (), **explicit):
+    """Build ``cls`` from defaults <- ``base`` <- TOML ``file`` <- ``overrides`` <- ``explicit``.
+
+    ``overrides`` are ``"key=value"`` strings; ``explicit`` values that are ``None`` are ignored.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+
+    def put(key: str, value: Any, where: str):
+        if key not in names:
+            raise UsageError(f"unknown config key {key!r} ({where}); valid keys: "
+                             f"{', '.join(sorted(names))}")
+        values[key] = _coerce(key, hints[key], value)
+
+    for k, v in (base or {}).items():
+        put(k, v, "saved config")
+    if file is not None:
+        path = Path(file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"config file not found: {path}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(f"config file {path} is not valid TOML: {err}") from None
+        for k, v in data.items():
+            put(k, v, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        put(k.strip(), v.strip(), "--set")
+    for k, v in explicit.items():
+        if v is not None:
+            put(k, v, "command line")
+    cfg = cls(**values)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg

@@ -1,0 +1,214 @@
+"""The training loop: deterministic, resumable, checkpointed, multi-process aware.
+
+Determinism: the batch of step ``s`` is a pure function of ``(seed, s)`` (a per-epoch
+permutation), and the RNG state that drives the reparameterization noise is saved in every
+checkpoint, so a run killed and resumed reproduces an uninterrupted run bit for bit on CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ManifoldVAEError
+from .checkpoint import atomic_torch_save
+from .config import FitConfig
+from .distributed import DistInfo, barrier, broadcast_flag
+from .runs import CHECKPOINT, CHECKPOINT_FORMAT, METRICS_LOG, embedding_arch
+
+
+class Interrupted(ManifoldVAEError):
+    """Training stopped by SIGINT/SIGTERM after writing a checkpoint."""
+
+    exit_code = 130
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ManifoldVAEError("device 'cuda' requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def kl_weight(step: int, config: FitConfig) -> float:
+    """Linear KL warm-up from 0 to 1 over the first ``kl_warmup`` fraction of the steps."""
+    warm = config.kl_warmup * config.steps
+    return 1.0 if warm <= 0 else min(1.0, step / warm)
+
+
+def make_optimizer(model: nn.Module, config: FitConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr)
+    if config.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps,
+                                                    pct_start=0.25)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    return opt, sched
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Rows of the global batch of (0-based) ``step``: epoch-wise permutations, drop-last."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+    return perm[pos * batch_size:(pos + 1) * batch_size]
+
+
+@contextmanager
+def _stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps."""
+    state = {"signal": None}
+
+    def handler(signum, frame):
+        state["signal"] = signum
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield state
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra) -> dict:
+    return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "config": config.to_dict(),
+            "data_dim": data_dim, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "elapsed": elapsed, "embedding": embedding_arch(model), **extra}
+
+
+def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: Path | None, *,
+          device: torch.device, dist_info: DistInfo = DistInfo(), resume: dict | None = None,
+          extra: dict | None = None, progress: Callable | None = None) -> dict:
+    """Optimize ``model`` on ``x_train`` for ``config.steps`` steps.
+
+    Writes checkpoints and ``metrics.jsonl`` into ``run_dir`` (rank 0 only). ``resume`` is a
+    loaded checkpoint to continue from. Returns ``{"history": rows, "train_seconds": s}``.
+    """
+    extra = extra or {}
+    opt, sched = make_optimizer(model, config)
+    start, elapsed = 0, 0.0
+    if resume is not None:
+        try:
+            model.load_state_dict(resume["model"])
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["scheduler"])
+            start, elapsed = int(resume["step"]), float(resume["elapsed"])
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint does not match the requested model "
+                                  f"({str(err).splitlines()[0][:200]})") from None
+        if dist_info.is_main:
+            torch.set_rng_state(resume["rng_cpu"])
+        else:
+            torch.manual_seed(config.seed * 1009 + dist_info.rank * 7 + start)
+        if device.type == "cuda" and resume.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(resume["rng_cuda"])
+    else:
+        torch.manual_seed(config.seed * 1009 + dist_info.rank * 7)
+
+    net = model
+    if dist_info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    data_dim = x_train.shape[1]
+    x_train = x_train.to(device)
+    n = x_train.shape[0]
+    global_batch = min(config.batch_size, n)
+    if global_batch % dist_info.world_size:
+        raise ManifoldVAEError(f"batch_size {global_batch} is not divisible by the "
+                               f"{dist_info.world_size} processes")
+    writes = run_dir is not None and dist_info.is_main
+    log_path = run_dir / METRICS_LOG if run_dir is not None else None
+    history = _read_history(log_path, upto=start) if (writes and resume is not None) else []
+    if writes:
+        _rewrite_history(log_path, history)
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums = torch.zeros(4, dtype=torch.float64)
+    count = 0
+    t0 = time.perf_counter() - elapsed
+    model.train()
+
+    def save(step):
+        if writes:
+            atomic_torch_save(_checkpoint(model, opt, sched, step, config, data_dim,
+                                          time.perf_counter() - t0, extra), run_dir / CHECKPOINT)
+
+    with _stop_on_signals() as stop:
+        for step in range(start, config.steps):
+            idx = batch_indices(step, n, global_batch, config.seed)
+            idx = idx[dist_info.rank::dist_info.world_size]
+            beta = kl_weight(step, config)
+            out = net(x_train[idx], beta)
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            sched.step()
+            done = step + 1
+            sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
+                                 out["reconstruction"]]).double().cpu()
+            count += 1
+            if done % config.log_every == 0 or done == config.steps:
+                avg = (sums / count).tolist()
+                if not all(math.isfinite(v) for v in avg):
+                    save_bad = f"non-finite loss at step {done}"
+                    raise ManifoldVAEError(f"training diverged: {save_bad} (last checkpoint kept)")
+                row = {"step": done, "loss": avg[0], "elbo": avg[1], "kl": avg[2],
+                       "reconstruction": avg[3], "kl_weight": beta,
+                       "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+                history.append(row)
+                if writes:
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                if progress is not None:
+                    progress(done, row)
+                sums.zero_()
+                count = 0
+            if done % config.checkpoint_every == 0 and done != config.steps:
+                save(done)
+            if broadcast_flag(dist_info, stop["signal"] is not None) if (
+                    dist_info.enabled and done % config.log_every == 0) else stop["signal"] is not None:
+                save(done)
+                barrier(dist_info)
+                raise Interrupted(f"interrupted at step {done}/{config.steps}; checkpoint written "
+                                  f"to {run_dir}; continue with: manifold-vae fit --resume {run_dir}")
+    seconds = time.perf_counter() - t0
+    save(config.steps)
+    barrier(dist_info)
+    return {"history": history, "train_seconds": seconds}
+
+
+def _read_history(path: Path | None, *, upto: int) -> list[dict]:
+    if path is None or not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill mid-write
+        if isinstance(row, dict) and row.get("step", math.inf) <= upto:
+            rows.append(row)
+    return rows
+
+
+def _rewrite_history(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
