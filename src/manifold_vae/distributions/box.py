@@ -13,6 +13,8 @@ finite log-density and an unbroken reparameterization gradient.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.distributions import Beta, Uniform, constraints, register_kl
@@ -51,6 +53,74 @@ def beta_from_mean_concentration(mean_logit: Tensor, log_concentration: Tensor, 
     mu = torch.sigmoid(mean_logit)
     kappa = log_concentration.clamp(min_log_concentration, max_log_concentration).exp()
     return (mu * kappa).clamp_min(min_param), ((1 - mu) * kappa).clamp_min(min_param)
+
+
+@functools.lru_cache(maxsize=None)
+def _consts(dtype: torch.dtype, device: torch.device):
+    """Constants of the fused Beta path: offsets and signs over ``(a, b, a+b)``, and ``(1, -1)``."""
+    f64 = dict(dtype=torch.float64, device=device)
+    return (torch.tensor([1.0, 1.0, 2.0], **f64), torch.tensor([-1.0, -1.0, 1.0], **f64),
+            torch.tensor([1.0, -1.0], dtype=dtype, device=device))
+
+
+class _BetaRsampleKL(torch.autograd.Function):
+    """Fused ``(z, KL)`` for ``Beta(μκ, (1-μ)κ)`` from ``(logit μ, log κ)``: one graph node.
+
+    Forward samples with ``torch._sample_dirichlet``; backward uses the implicit
+    reparameterization gradient ``torch._dirichlet_grad`` (as ``torch.distributions.Beta``
+    does) and the analytic KL gradient ``∂KL/∂a = (a-1)ψ'(a) - (a+b-2)ψ'(a+b)`` (same for
+    ``b``). Equal to the unfused path (tested) at a fraction of its per-op overhead.
+    With ``c = (a, b, a+b)``, ``t = c - (1, 1, 2)`` and ``s = (-1, -1, 1)``:
+    ``KL = Σ_j s_j (lgamma(c_j) - t_j ψ(c_j))``.
+    """
+
+    @staticmethod
+    def forward(ctx, u, v, lo, hi, pmin):
+        off, sign, pm = _consts(u.dtype, u.device)
+        mu = torch.sigmoid(u)
+        kappa = v.clamp(lo, hi).exp()
+        a_raw = mu * kappa
+        raw = torch.stack([a_raw, kappa - a_raw], -1)
+        conc = raw.clamp_min(pmin)
+        x = torch._sample_dirichlet(conc)
+        eps = box_eps(u.dtype)
+        z = x[..., 0].clamp(eps, 1.0 - eps)
+        total = conc.sum(-1, keepdim=True)
+        c = torch.cat([conc, total], -1).double()
+        t = c - off
+        kl = ((torch.lgamma(c) - t * torch.digamma(c)) * sign).sum((-1, -2)).to(u.dtype)
+        ctx.save_for_backward(mu, kappa, raw, x, conc, total, c, t, (v >= lo) & (v <= hi))
+        ctx.pmin = pmin
+        return z, kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gz, gkl):
+        mu, kappa, raw, x, conc, total, c, t, in_range = ctx.saved_tensors
+        off, sign, pm = _consts(mu.dtype, mu.device)
+        # sample: z = x_0 of a 2-component Dirichlet; ∂z/∂(a, b) = dx · (x_1, -x_0)
+        dx = torch._dirichlet_grad(x, conc, total.expand_as(conc))
+        g = dx * x.flip(-1) * pm * gz.unsqueeze(-1)
+        # KL: ∂KL/∂c_j = -s_j t_j ψ'(c_j); a+b feeds both a and b
+        dk = (-(sign * t) * torch.polygamma(1, c)).to(mu.dtype)
+        g = g + gkl[..., None, None] * (dk[..., :2] + dk[..., 2:])
+        g = g * (raw > ctx.pmin)
+        ga, gb = g.unbind(-1)
+        gu = (ga - gb) * kappa * mu * (1 - mu)
+        gv = (g * raw).sum(-1) * in_range
+        return gu, gv, None, None, None
+
+
+def beta_rsample_and_kl(mean_logit: Tensor, log_concentration: Tensor, *,
+                        min_log_concentration: float = 0.0, max_log_concentration: float = 14.0,
+                        min_param: float = 1e-2) -> tuple[Tensor, Tensor]:
+    """One reparameterized sample of ``Beta(μκ, (1-μ)κ)`` per element, kept inside ``(0,1)``,
+    and ``KL(Beta || U(0,1)^d)`` summed over the last dimension, as one autograd node.
+
+    Same parameterization and bounds as :func:`beta_from_mean_concentration`.
+    """
+    return _BetaRsampleKL.apply(mean_logit, log_concentration, min_log_concentration,
+                                max_log_concentration, min_param)
 
 
 class BoxBeta(Beta):

@@ -29,7 +29,7 @@ def _log_gauss_mixture(x: Tensor, means: Tensor, log_w: Tensor, noise: float,
     return torch.cat(out) - 0.5 * d * math.log(2 * math.pi * noise**2)
 
 
-def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-3,
+def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-4,
                         start_level: int | None = None, max_level: int | None = None
                         ) -> tuple[Tensor, float]:
     """Per-example true log-likelihood of ``x`` under ``bench`` and its numerical error (nats).

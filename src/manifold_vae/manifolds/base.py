@@ -98,6 +98,10 @@ class Manifold:
         """A group element from unconstrained encoder outputs (trailing dim ``group_param_dim``)."""
         raise ValueError(f"{self.spec} has no group action")
 
+    def group_matrix(self, g: Any) -> Tensor:
+        """The matrix of ``g`` acting on ambient coordinates (for checks and plots)."""
+        return g
+
     def act(self, g: Any, x: Tensor) -> Tensor:
         """``g · x``; ``g``'s batch shape broadcasts against ``x``'s."""
         raise ValueError(f"{self.spec} has no group action")

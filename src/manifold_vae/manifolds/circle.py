@@ -3,7 +3,9 @@
 Exact map from the hidden box: ``θ = 2π z``, ``f(z) = (cos θ, sin θ)``; its volume element is the
 constant ``2π = vol(S^1)``, so it pushes ``U(0,1)`` onto the uniform distribution on the circle.
 Symmetry group ``SO(2)``: rotations, parameterized by normalizing an unconstrained 2-vector
-``v -> (cos ψ, sin ψ) = v/|v|`` (continuous, unlike a raw angle).
+``v -> (cos ψ, sin ψ) = v/|v|`` (continuous, unlike a raw angle). A group element is stored as
+that unit 2-vector, i.e. the unit complex number ``e^{iψ}``, and acts by complex multiplication
+(``group_matrix`` gives the 2×2 rotation matrix).
 """
 from __future__ import annotations
 
@@ -65,8 +67,12 @@ class Circle(Manifold):
         return torch.stack([theta.cos(), theta.sin()], -1)
 
     def group_element(self, params: Tensor) -> Tensor:
-        u = safe_normalize(params)
-        return rotation_2d(u[..., 0], u[..., 1])
+        return safe_normalize(params)
+
+    def group_matrix(self, g: Tensor) -> Tensor:
+        return rotation_2d(g[..., 0], g[..., 1])
 
     def act(self, g: Tensor, x: Tensor) -> Tensor:
-        return (g @ x.unsqueeze(-1)).squeeze(-1)
+        """``e^{iψ} · (x_0 + i x_1)``."""
+        prod = torch.view_as_complex(g.contiguous()) * torch.view_as_complex(x.contiguous())
+        return torch.view_as_real(prod)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..distributions import HiddenSpace
-from ..distributions.box import beta_from_mean_concentration, beta_kl_to_uniform, squeeze_into_box
+from ..distributions.box import beta_rsample_and_kl
 from ..distributions.hidden import LOG_SIGMA_BOUNDS
 from ..embeddings import ExactEmbedding
 from ..manifolds import Manifold, parse_latent
@@ -127,9 +127,7 @@ class VAE(nn.Module):
             kl = 0.5 * (loc.pow(2) + (2 * log_sigma).exp() - 1).sum(-1) - log_sigma.sum(-1)
             return z, kl
         if self._single_kind == "box":
-            a, b = beta_from_mean_concentration(loc, scale + math.log(2.0))
-            z = torch.distributions.Beta(a, b, validate_args=False).rsample()
-            return squeeze_into_box(z), beta_kl_to_uniform(a, b).sum(-1)
+            return beta_rsample_and_kl(loc, scale + math.log(2.0))
         q = self.hidden_space.posterior(raw)
         return q.rsample(), self.hidden_space.kl(q)
 

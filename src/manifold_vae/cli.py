@@ -1,0 +1,287 @@
+"""Command-line interface: argument parsing only; every command calls the library.
+
+    manifold-vae data circle --n 20000 --dim 100 --noise 0.05 --out data.npy
+    manifold-vae fit --data data.npy --latent S1 --group-action --out runs/s1
+    manifold-vae evaluate runs/s1 --data data.npy --split test
+    manifold-vae embed --latent S1 --out emb/s1
+    manifold-vae reproduce --quick --out results/quick
+
+Errors: usage errors exit 2, runtime errors exit 1, each with a one-line message on stderr
+(``--debug`` shows the traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ManifoldVAEError, UsageError
+
+PROG = "manifold-vae"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message and exit code 2."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="VAEs with manifold-valued latent variables "
+                     "(embedding-reparameterization, Golikov & Kretov 2018).")
+    parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("data", help="generate benchmark data with its true log-likelihood")
+    p.add_argument("kind", help="'circle' (= S1), or a latent spec of a compact manifold")
+    p.add_argument("--n", type=int, default=20000, help="number of examples")
+    p.add_argument("--dim", type=int, default=100, help="observation dimension D")
+    p.add_argument("--noise", type=float, default=0.05, help="observation noise σ (0: none)")
+    p.add_argument("--hidden", type=int, default=100, help="hidden units of the random MLP")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generator's weights and samples")
+    p.add_argument("--out", required=True, help="output .npy file (a .json sidecar is written beside it)")
+    _common(p)
+
+    p = sub.add_parser("fit", help="train one model and evaluate it")
+    p.add_argument("--data", required=True, help=".npy/.npz/.csv data (N×D)")
+    p.add_argument("--test-data", help="separate test data (else a split of --data)")
+    p.add_argument("--latent", help="latent spec: S1, R1, R2, ... (default S1)")
+    p.add_argument("--embedding", help="exact | learned | DIR of a saved learned embedding")
+    p.add_argument("--group-action", action="store_true", default=None, help="add the group-action encoder")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--config", help="TOML file with FitConfig keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    p.add_argument("--out", help="run directory (default runs/<latent>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="re-evaluate a saved run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=["all", "test"], default="all",
+                   help="'test': only the rows the run held out (same file as training)")
+    p.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound")
+    _common(p)
+
+    p = sub.add_parser("embed", help="train a learned (WAE-MMD) embedding and report its quality")
+    p.add_argument("--latent", required=True)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    _common(p)
+
+    p = sub.add_parser("reproduce", help="the paper's Table 1 on the circle benchmark")
+    p.add_argument("--suite", default="circle", choices=["circle"])
+    p.add_argument("--quick", action="store_true", help="small, fast settings (smoke test)")
+    p.add_argument("--seeds", type=int, help="training seeds per row (default 3, quick: 1)")
+    p.add_argument("--steps", type=int, help="training steps per model")
+    p.add_argument("--out", default=None, help="output directory (default results/<suite>[-quick])")
+    p.add_argument("--force", action="store_true", help="retrain rows already finished in --out")
+    _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        handler = {"data": cmd_data, "fit": cmd_fit, "evaluate": cmd_evaluate,
+                   "embed": cmd_embed, "reproduce": cmd_reproduce}[args.command]
+        return handler(args) or 0
+    except ManifoldVAEError as err:
+        if debug:
+            raise
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: keep it to one line unless --debug
+        if debug:
+            raise
+        print(f"{PROG}: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+              f" (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _say(args, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- data
+def cmd_data(args) -> int:
+    import numpy as np
+
+    from .data import ManifoldBenchmark, sidecar_path
+    from .evaluation import true_log_likelihood
+
+    spec = "S1" if args.kind == "circle" else args.kind
+    if args.n < 1 or args.dim < 1 or args.hidden < 1:
+        raise UsageError("--n, --dim and --hidden must be positive")
+    if not args.noise >= 0:
+        raise UsageError(f"--noise must be >= 0, got {args.noise}")
+    try:
+        bench = ManifoldBenchmark(spec, dim=args.dim, noise=args.noise, hidden=args.hidden,
+                                  seed=args.seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    x, _ = bench.sample(args.n)
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise UsageError(f"--out must end in .npy, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    info = {"generator": bench.to_dict(), "n": args.n,
+            "signal_to_noise": bench.signal_to_noise()}
+    if bench.noise > 0:
+        ll, err = true_log_likelihood(bench, x)
+        info.update({"true_log_likelihood": float(ll.mean()),
+                     "true_log_likelihood_stderr": float(ll.std() / np.sqrt(len(ll))),
+                     "true_log_likelihood_numerical_error": err})
+    else:
+        info["true_log_likelihood"] = None
+    np.save(out, x.numpy())
+    sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in info.items() if k != "generator"}))
+    _say(args, f"wrote {out} ({args.n}×{args.dim}) and {sidecar_path(out)}")
+    return 0
+
+
+# ---------------------------------------------------------------------- fit
+def cmd_fit(args) -> int:
+    from .data import load_matrix, read_sidecar
+    from .progress import training_bar, want_progress
+    from .training.config import FitConfig, config_from
+    from .training.fit import run_fit
+    from .training.runs import load_checkpoint
+
+    base = None
+    out = Path(args.out) if args.out else None
+    if args.resume:
+        out = Path(args.resume)
+        base = load_checkpoint(out)["config"]
+    config = config_from(FitConfig, base=base, file=args.config, overrides=args.set,
+                         latent=args.latent, embedding=args.embedding,
+                         group_action=args.group_action, steps=args.steps, seed=args.seed,
+                         device=args.device)
+    if out is None:
+        out = Path("runs") / (config.latent + ("-ga" if config.group_action else ""))
+    x = load_matrix(args.data)
+    x_test = load_matrix(args.test_data, what="test data") if args.test_data else None
+    data_info = {"data": str(args.data), "test_data": args.test_data}
+    bar = training_bar(f"fit {config.latent}", want_progress(args.quiet))
+    metrics = run_fit(config, x, out, x_test=x_test, sidecar=read_sidecar(args.data),
+                      resume=bool(args.resume), force=args.force,
+                      log=lambda m: _say(args, m), progress_factory=bar, data_info=data_info)
+    if metrics:
+        print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_")}))
+        _say(args, f"wrote {out}/metrics.json")
+    return 0
+
+
+# ---------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    import numpy as np
+    import torch
+
+    from .data import load_matrix, read_sidecar
+    from .errors import DataError
+    from .evaluation import evaluate
+    from .training.fit import ceiling_for
+    from .training.runs import load_run, write_json
+
+    if args.k < 1:
+        raise UsageError(f"--k must be a positive integer, got {args.k}")
+    model, config, ckpt = load_run(args.run)
+    x = load_matrix(args.data, min_rows=1)
+    if x.shape[1] != model.data_dim:
+        raise DataError(f"{args.data}: data have {x.shape[1]} columns but the model in {args.run} "
+                        f"was trained on {model.data_dim}")
+    if args.split == "test":
+        idx_path = Path(args.run) / "test_index.npy"
+        if not idx_path.is_file():
+            raise DataError(f"{args.run} has no test_index.npy (it was trained with --test-data); "
+                            f"pass the test file with --split all")
+        idx = torch.from_numpy(np.load(idx_path, allow_pickle=False))
+        if int(idx.max()) >= x.shape[0]:
+            raise DataError(f"{args.data} has {x.shape[0]} rows; the run's test split needs "
+                            f"more — is this the file the run was trained on?")
+        x = x[idx]
+    ev = evaluate(model, x, k=args.k)
+    result = {"run": str(args.run), "data": str(args.data), "split": args.split,
+              "test_elbo": ev["elbo"], "test_elbo_stderr": ev["elbo_stderr"],
+              "test_iwae": ev["iwae"], "test_iwae_stderr": ev["iwae_stderr"], "iwae_k": args.k,
+              "n": ev["n"]}
+    ceiling = ceiling_for(read_sidecar(args.data), x)
+    per_true = ceiling.pop("_per_example_true_ll", None)
+    result.update(ceiling)
+    if per_true is not None:
+        diff = per_true - ev["per_example_iwae"]
+        result["gap_iwae"] = float(diff.mean())
+        result["gap_iwae_stderr"] = float(diff.std() / np.sqrt(len(diff)))
+    write_json(Path(args.run) / "evaluation.json", result)
+    print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------------- embed
+def cmd_embed(args) -> int:
+    from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
+    from .experiments.figures import plot_embedding
+    from .manifolds import parse_latent
+    from .training.runs import write_json
+
+    try:
+        manifold = parse_latent(args.latent)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if not manifold.compact:
+        raise UsageError(f"a learned embedding needs a compact latent, got {manifold.spec}")
+    cfg = EmbedConfig(latent=manifold.spec, seed=args.seed)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be positive")
+        cfg.steps = args.steps
+    out = Path(args.out)
+    _say(args, f"training a WAE-MMD embedding for {manifold.spec} ({cfg.steps} steps)")
+    emb, history = fit_learned_embedding(cfg)
+    report = embedding_quality(emb, manifold)
+    save_embedding(emb, out, report=report, config=cfg)
+    write_json(out / "report.json", {"report": report, "history": history})
+    plot_embedding(emb, manifold, out / "embedding.png")
+    print(json.dumps(report))
+    return 0
+
+
+# ---------------------------------------------------------------------- reproduce
+def cmd_reproduce(args) -> int:
+    from .experiments.reproduce import ReproduceSettings, reproduce_circle
+    from .progress import want_progress
+
+    settings = ReproduceSettings.quick() if args.quick else ReproduceSettings()
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise UsageError("--seeds must be positive")
+        settings.seeds = args.seeds
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be positive")
+        settings.steps = args.steps
+    out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
+    results = reproduce_circle(settings, out, force=args.force,
+                               progress=want_progress(args.quiet), log=lambda m: _say(args, m))
+    print((out / "results.md").read_text())
+    return 0

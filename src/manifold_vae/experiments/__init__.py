@@ -1,0 +1,1 @@
+"""Reproduction suites and their tables and figures."""

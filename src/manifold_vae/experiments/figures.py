@@ -1,0 +1,113 @@
+"""Figures (matplotlib, Agg backend): latent spaces, embeddings, training curves."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 3)
+    return math.ceil(n / cols), cols
+
+
+def plot_latents(models: dict, x, angle, path: Path, *, title: str = "") -> None:
+    """Each model's posterior latent point of the test data, coloured by the true angle.
+
+    2-D latents (the circle, R2) are drawn as points in the plane; 1-D latents (R1) as the
+    latent coordinate against the true angle.
+    """
+    rows, cols = _grid(len(models))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    a = angle.numpy()
+    for ax, (name, model) in zip(axes.flat, models.items()):
+        with torch.no_grad():
+            m = model.embed(x).numpy()
+        if m.shape[1] >= 2:
+            sc = ax.scatter(m[:, 0], m[:, 1], c=a, cmap="hsv", s=4, vmin=0, vmax=2 * math.pi)
+            ax.set_aspect("equal", adjustable="datalim")
+            ax.set_xlabel("latent 1")
+            ax.set_ylabel("latent 2")
+        else:
+            sc = ax.scatter(a, m[:, 0], c=a, cmap="hsv", s=4, vmin=0, vmax=2 * math.pi)
+            ax.set_xlabel("true angle")
+            ax.set_ylabel("latent z")
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    fig.colorbar(sc, ax=axes, shrink=0.6, label="true angle (rad)")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_embedding(embedding, manifold, path: Path, *, n: int = 400) -> None:
+    """The learned map ``f`` on a grid of the hidden space against the true manifold."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if manifold.dim == 1 and manifold.ambient_dim == 2:
+        z = torch.linspace(0, 1, n).unsqueeze(-1)
+        with torch.no_grad():
+            m = embedding(z).numpy()
+        t = torch.linspace(0, 2 * math.pi, 400)
+        ax.plot(t.cos(), t.sin(), "k--", lw=1, label="true circle")
+        sc = ax.scatter(m[:, 0], m[:, 1], c=z[:, 0], cmap="viridis", s=6, label="f(z), z on a grid")
+        fig.colorbar(sc, ax=ax, label="z")
+        ax.set_aspect("equal")
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        z = torch.rand(n, manifold.dim, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            m = embedding(z).numpy()
+        ax.scatter(m[:, 0], m[:, 1], c=z[:, 0], cmap="viridis", s=6)
+        ax.set_xlabel("ambient 1")
+        ax.set_ylabel("ambient 2")
+    ax.set_title(f"learned embedding of {manifold.spec}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(histories: dict, path: Path, *, ceiling: float | None = None) -> None:
+    """Training ELBO (per example, running mean over each logging interval) against step."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lows = []
+    for name, rows in histories.items():
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        elbo = [r["elbo"] for r in rows]
+        ax.plot(steps, elbo, label=name, lw=1.2)
+        lows.append(sorted(elbo)[len(elbo) // 3])
+    if ceiling is not None:
+        ax.axhline(ceiling, color="k", ls="--", lw=1, label="true log-likelihood")
+    if lows and ceiling is not None:
+        ax.set_ylim(min(lows) - 1, ceiling + 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training ELBO (nats/example)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bars(names, means, errs, path: Path, *, ceiling: float | None = None,
+              ylabel: str = "test IWAE (nats/example)") -> None:
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
+    ax.bar(range(len(names)), means, yerr=errs, capsize=4, color="tab:blue")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="k", ls="--", lw=1, label="true log-likelihood")
+        ax.legend(fontsize=8)
+    lo = min(m - (e or 0) for m, e in zip(means, errs))
+    hi = max([m + (e or 0) for m, e in zip(means, errs)] + ([ceiling] if ceiling else []))
+    ax.set_ylim(lo - 0.2 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,119 @@
+"""Hidden-space distributions: Beta/uniform KL against Monte Carlo, support, gradients."""
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Uniform, kl_divergence
+
+from manifold_vae.distributions import (BoxBeta, HiddenSpace, beta_from_mean_concentration,
+                                        beta_kl_to_uniform)
+
+from .stats import mean_and_se
+
+PARAMS = [(1.0, 1.0), (2.0, 5.0), (0.5, 0.7), (30.0, 10.0), (2e3, 6e3)]
+
+
+@pytest.mark.parametrize("a,b", PARAMS)
+def test_beta_kl_to_uniform_matches_monte_carlo(a, b):
+    # KL(q||U) = E_q[log q(z)]; MC with 200k samples, tolerance 5 standard errors (+ float slack)
+    torch.manual_seed(0)
+    q = BoxBeta(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
+    z = q.sample((200_000,))
+    mc, se = mean_and_se(q.log_prob(z))
+    kl = float(beta_kl_to_uniform(torch.tensor(a), torch.tensor(b)))
+    assert kl >= 0
+    assert abs(kl - mc) < 5 * se + 1e-3
+
+
+def test_beta_kl_is_registered_for_torch_kl_divergence():
+    a, b = torch.tensor([2.0, 0.5]), torch.tensor([3.0, 0.5])
+    kl = kl_divergence(Independent(BoxBeta(a, b), 1), Independent(Uniform(torch.zeros(2), torch.ones(2)), 1))
+    torch.testing.assert_close(kl, beta_kl_to_uniform(a, b).sum())
+    torch.testing.assert_close(beta_kl_to_uniform(a, b).double(),
+                               -torch.distributions.Beta(a.double(), b.double()).entropy(), rtol=1e-5, atol=1e-6)
+
+
+def test_beta_kl_stays_accurate_for_sharp_posteriors():
+    # float32 inputs with a + b ~ 4e5: the result must match the float64 closed form
+    a, b = torch.tensor([1e5, 3e5]), torch.tensor([3e5, 1e5])
+    ref = -torch.distributions.Beta(a.double(), b.double()).entropy()
+    torch.testing.assert_close(beta_kl_to_uniform(a, b).double(), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_box_samples_stay_strictly_inside_with_finite_log_prob():
+    torch.manual_seed(0)
+    a = torch.tensor([1e-2, 1e-2, 50.0, 1e6], requires_grad=True)
+    b = torch.tensor([1e-2, 5.0, 1e-2, 1.0], requires_grad=True)
+    q = BoxBeta(a, b, validate_args=False)
+    z = q.rsample((1000,))
+    assert bool(((z > 0) & (z < 1)).all())
+    lp = q.log_prob(z)
+    assert torch.isfinite(lp).all()
+    (z.sum() + lp.sum()).backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+@pytest.mark.parametrize("a,b", [(2.0, 3.0), (0.7, 1.5), (40.0, 60.0)])
+def test_beta_rsample_gradient_is_unbiased(a, b):
+    # d/da E[z] = b/(a+b)^2; MC average of the reparameterized gradient, tolerance 5 SE
+    torch.manual_seed(1)
+    at = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    n = 100_000
+    z = BoxBeta(at.expand(n), bt.expand(n)).rsample()
+    grads = torch.autograd.grad(z.sum(), at)[0] / n  # mean gradient
+    # per-sample gradients for the standard error
+    at2 = at.detach().expand(n).clone().requires_grad_(True)
+    z2 = BoxBeta(at2, bt.detach().expand(n)).rsample()
+    g_each = torch.autograd.grad(z2.sum(), at2)[0]
+    mean, se = mean_and_se(g_each)
+    exact = b / (a + b) ** 2
+    assert abs(mean - exact) < 5 * se
+    assert abs(float(grads) - exact) < 5 * se * 1.5
+
+
+def test_beta_kl_gradcheck_float64():
+    a = torch.tensor([0.7, 2.0, 50.0], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([1.3, 0.4, 20.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(beta_kl_to_uniform, (a, b))
+
+
+def test_mean_concentration_parameterization_bounds():
+    a, b = beta_from_mean_concentration(torch.tensor([0.0, 50.0]), torch.tensor([100.0, -100.0]))
+    assert torch.isfinite(a).all() and torch.isfinite(b).all() and (a > 0).all() and (b > 0).all()
+    assert float(a[0] + b[0]) == pytest.approx(math.exp(14.0), rel=1e-4)
+
+
+def test_gaussian_posterior_path_gradcheck():
+    h = HiddenSpace(("euclidean", "euclidean"))
+    raw = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(raw):
+        torch.manual_seed(0)
+        q = h.posterior(raw)
+        return q.rsample(), h.kl(q)
+
+    assert torch.autograd.gradcheck(f, (raw,))
+
+
+def test_mixed_hidden_space_kl_and_log_prob():
+    h = HiddenSpace(("box", "euclidean", "euclidean"))
+    raw = torch.randn(5, h.param_dim)
+    q = h.posterior(raw)
+    z = q.rsample((4,))
+    assert z.shape == (4, 5, 3)
+    assert q.log_prob(z).shape == (4, 5)
+    kl = h.kl(q)
+    assert kl.shape == (5,) and (kl >= 0).all()
+    # KL against MC: E_q[log q - log p]
+    torch.manual_seed(0)
+    zz = q.sample((40000,))
+    lw = q.log_prob(zz) - h.prior_log_prob(zz)
+    mc = lw.mean(0)
+    se = lw.std(0) / math.sqrt(40000)
+    assert ((mc - kl).abs() < 5 * se + 1e-3).all()
+
+
+def test_hidden_space_rejects_unknown_kinds():
+    with pytest.raises(ValueError, match="hidden kinds"):
+        HiddenSpace(("box", "sphere"))

@@ -1,0 +1,153 @@
+"""Generic property tests over one registry of manifolds (seeded, float64 where it matters)."""
+import math
+
+import pytest
+import torch
+
+from manifold_vae.embeddings import ExactEmbedding, volume_element
+from manifold_vae.manifolds import Circle, Euclidean, Product, circle_angle, parse_latent
+
+from .stats import ks_critical, ks_uniform
+
+COMPACT = ["S1", "S1xS1"]
+ALL = COMPACT + ["R1", "R3", "S1xR2"]
+
+
+def uniform_coordinates(manifold, x):
+    """Map points of U(M) to coordinates that are i.i.d. U(0,1) (angles / 2π per circle factor)."""
+    cols = []
+    for f, part in zip(manifold.factors(), torch.split(x, [f.ambient_dim for f in manifold.factors()], -1)):
+        assert isinstance(f, Circle), "extend this helper when adding manifolds"
+        cols.append(circle_angle(part) / (2 * math.pi))
+    return torch.stack(cols, -1)
+
+
+@pytest.mark.parametrize("spec", ALL)
+def test_spec_round_trip_and_dimensions(spec):
+    m = parse_latent(spec)
+    assert m.spec == spec
+    assert len(m.hidden_kinds) == m.dim
+    z = torch.rand(5, m.dim)
+    assert m.exact_map(z).shape == (5, m.ambient_dim)
+
+
+@pytest.mark.parametrize("spec", COMPACT)
+def test_uniform_samples_lie_on_manifold(spec, gen):
+    m = parse_latent(spec)
+    x = m.sample_uniform(1000, generator=gen, dtype=torch.float64)
+    ok, reason = m.check_point(x)
+    assert ok, reason
+    bad = x * 1.1
+    ok, reason = m.check_point(bad)
+    assert not ok and "lies" in reason
+
+
+@pytest.mark.parametrize("spec", COMPACT)
+def test_exact_map_pushes_uniform_to_uniform(spec, gen):
+    # KS test per intrinsic coordinate at alpha = 1e-3 with a fixed seed
+    m = parse_latent(spec)
+    z = torch.rand(20000, m.dim, generator=gen, dtype=torch.float64)
+    x = m.exact_map(z)
+    assert m.check_point(x)[0]
+    u = uniform_coordinates(m, x)
+    for j in range(u.shape[-1]):
+        assert ks_uniform(u[:, j]) < ks_critical(len(u))
+
+
+@pytest.mark.parametrize("spec", COMPACT)
+def test_exact_map_volume_element_is_constant_vol_m(spec, gen):
+    m = parse_latent(spec)
+    z = torch.rand(200, m.dim, generator=gen, dtype=torch.float64)
+    vol = volume_element(ExactEmbedding(m), z)
+    torch.testing.assert_close(vol, torch.full_like(vol, m.volume()), rtol=1e-9, atol=0)
+
+
+def test_circle_volume_is_two_pi():
+    assert Circle().volume() == pytest.approx(2 * math.pi)
+
+
+@pytest.mark.parametrize("spec", COMPACT)
+def test_group_action_keeps_points_on_manifold_and_preserves_uniform(spec, gen):
+    m = parse_latent(spec)
+    x = m.sample_uniform(20000, generator=gen, dtype=torch.float64)
+    g = m.random_group_element(20000, generator=gen, dtype=torch.float64)
+    y = m.act(g, x)
+    ok, reason = m.check_point(y)
+    assert ok, reason
+    u = uniform_coordinates(m, y)
+    for j in range(u.shape[-1]):
+        assert ks_uniform(u[:, j]) < ks_critical(len(u))
+    # a fixed group element also preserves uniformity (the prior is invariant)
+    g1 = m.group_element(torch.randn(1, m.group_param_dim, generator=gen, dtype=torch.float64))
+    u1 = uniform_coordinates(m, m.act(g1, x))
+    assert ks_uniform(u1[:, 0]) < ks_critical(len(u1))
+
+
+def test_circle_group_elements_are_rotations(gen):
+    c = Circle()
+    g = c.group_matrix(c.group_element(torch.randn(100, 2, generator=gen, dtype=torch.float64)))
+    eye = torch.eye(2, dtype=torch.float64).expand(100, 2, 2)
+    torch.testing.assert_close(g @ g.transpose(-1, -2), eye)
+    torch.testing.assert_close(torch.linalg.det(g), torch.ones(100, dtype=torch.float64))
+
+
+def test_circle_action_matches_rotation_matrix(gen):
+    c = Circle()
+    g = c.group_element(torch.randn(10, 2, generator=gen, dtype=torch.float64))
+    x = c.sample_uniform(10, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(c.act(g, x), (c.group_matrix(g) @ x.unsqueeze(-1)).squeeze(-1))
+
+
+def test_group_element_is_finite_at_zero_input():
+    p = torch.zeros(3, 2, dtype=torch.float64, requires_grad=True)
+    g = Circle().group_element(p)
+    g.sum().backward()
+    assert torch.isfinite(g).all() and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize("spec", COMPACT)
+def test_batched_equals_looped(spec, gen):
+    m = parse_latent(spec)
+    z = torch.rand(7, m.dim, generator=gen, dtype=torch.float64)
+    p = torch.randn(7, m.group_param_dim, generator=gen, dtype=torch.float64)
+    batched = m.act(m.group_element(p), m.exact_map(z))
+    looped = torch.cat([m.act(m.group_element(p[i:i + 1]), m.exact_map(z[i:i + 1])) for i in range(7)])
+    torch.testing.assert_close(batched, looped)
+    # broadcasting of K importance samples against a batch of group elements
+    zk = torch.rand(3, 7, m.dim, generator=gen, dtype=torch.float64)
+    out = m.act(m.group_element(p), m.exact_map(zk))
+    assert out.shape == (3, 7, m.ambient_dim)
+    torch.testing.assert_close(out[1], m.act(m.group_element(p), m.exact_map(zk[1])))
+
+
+@pytest.mark.parametrize("spec", COMPACT)
+def test_gradcheck_exact_map_and_action(spec, gen):
+    m = parse_latent(spec)
+    z = torch.rand(4, m.dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(4, m.group_param_dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z, p: m.act(m.group_element(p), m.exact_map(z)), (z, p))
+
+
+@pytest.mark.parametrize("bad", ["S0", "T0x", "R0", "R-1", "S1xx", "", "Q3", "s1", "S1xR0"])
+def test_invalid_specs_list_valid_forms(bad):
+    with pytest.raises(ValueError, match="Valid forms"):
+        parse_latent(bad)
+
+
+def test_products_act_factor_by_factor(gen):
+    m = parse_latent("S1xR2")
+    assert isinstance(m, Product) and m.hidden_kinds == ("box", "euclidean", "euclidean")
+    assert m.group_param_dim == 2
+    z = torch.cat([torch.rand(5, 1, generator=gen), torch.randn(5, 2, generator=gen)], -1)
+    p = torch.randn(5, 2, generator=gen)
+    x = m.act(m.group_element(p), m.exact_map(z))
+    torch.testing.assert_close(x[:, 2:], z[:, 1:])  # the Euclidean factor is untouched
+    torch.testing.assert_close(x[:, :2].norm(dim=-1), torch.ones(5))
+
+
+def test_euclidean_has_no_uniform_or_group():
+    r = Euclidean(2)
+    with pytest.raises(ValueError):
+        r.sample_uniform(3)
+    with pytest.raises(ValueError):
+        r.group_element(torch.zeros(1, 0))
