@@ -126,7 +126,8 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
             torch.manual_seed(config.seed)
             embedding = prepare_embedding(config, out if main else None, log=log if main else _mute)
             model = build_model(config, x.shape[1], embedding=embedding)
-        model.set_data_transform(*data_transform(x_train))
+        if config.standardize:
+            model.set_data_transform(*data_transform(x_train))
     model.to(device)
     bar = progress_factory(config.steps, ckpt["step"] if ckpt else 0) if (progress_factory and main) else None
 
