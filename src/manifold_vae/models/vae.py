@@ -106,7 +106,7 @@ class VAE(nn.Module):
 
     def log_likelihood(self, x_std: Tensor, m: Tensor) -> Tensor:
         """``log p_θ(x | m)`` in the data's own units, for standardized ``x_std``."""
-        loc = self.decoder(m)
+        loc = self.decoder(m).float()
         log_scale = self.log_scale.clamp(*LOG_SCALE_BOUNDS)
         resid = (x_std - loc) * torch.exp(-log_scale)
         return (-0.5 * resid.pow(2).sum(-1) - log_scale.sum()
@@ -134,7 +134,7 @@ class VAE(nn.Module):
     def loss(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
         """Negative (β-weighted) ELBO averaged over the batch, with its parts (per example)."""
         x_std = self.standardize(x)
-        raw = self.encoder(x_std)
+        raw = self.encoder(x_std).float()
         n_hidden = self.hidden_space.param_dim
         z, kl = self._sample_with_kl(raw[..., :n_hidden])
         g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None

@@ -51,6 +51,8 @@ class FitConfig:
     log_every: int = 100
     checkpoint_every: int = 1000
     device: str = "auto"
+    amp: bool = False                # bfloat16 autocast for the networks (off by default)
+    tensorboard: bool = False        # also log to DIR/tensorboard (needs the 'tensorboard' extra)
     threads: int = 0                 # torch intra-op threads (0: leave torch's default)
 
     def validate(self) -> "FitConfig":

@@ -17,7 +17,7 @@ from .config import FitConfig, config_from
 from .distributed import DistInfo, setup_distributed, teardown
 from .runs import (CHECKPOINT, CONFIG, METRICS, METRICS_LOG, build_model, load_checkpoint,
                    model_from_checkpoint, prepare_embedding, write_json)
-from .trainer import resolve_device, train
+from .trainer import _tensorboard, resolve_device, train
 
 
 def data_transform(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +104,8 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: Path | None, *,
 def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, data_info,
          device, dist_info: DistInfo):
     main = dist_info.is_main
+    if config.tensorboard and main:
+        _tensorboard(None)  # fail before anything is written if the package is missing
     if x_test is None:
         x_train, x_test, _, test_idx = train_test_split(x, config.test_fraction, config.split_seed)
     else:

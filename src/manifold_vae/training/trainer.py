@@ -6,6 +6,7 @@ checkpoint, so a run killed and resumed reproduces an uninterrupted run bit for 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -138,6 +139,9 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
     if writes:
         _rewrite_history(log_path, history)
     params = [p for p in model.parameters() if p.requires_grad]
+    tb = _tensorboard(run_dir) if (config.tensorboard and writes) else None
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if config.amp
+                else contextlib.nullcontext())
     sums = torch.zeros(4, dtype=torch.float64)
     count = 0
     t0 = time.perf_counter() - elapsed
@@ -153,7 +157,8 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
             idx = batch_indices(step, n, global_batch, config.seed)
             idx = idx[dist_info.rank::dist_info.world_size]
             beta = kl_weight(step, config)
-            out = net(x_train[idx], beta)
+            with autocast:
+                out = net(x_train[idx], beta)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             if config.grad_clip > 0:
@@ -176,6 +181,9 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 if writes:
                     with open(log_path, "a") as fh:
                         fh.write(json.dumps(row) + "\n")
+                if tb is not None:
+                    for key in ("loss", "elbo", "kl", "reconstruction", "lr", "kl_weight"):
+                        tb.add_scalar(f"train/{key}", row[key], done)
                 if progress is not None:
                     progress(done, row)
                 sums.zero_()
@@ -189,9 +197,21 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 raise Interrupted(f"interrupted at step {done}/{config.steps}; checkpoint written "
                                   f"to {run_dir}; continue with: manifold-vae fit --resume {run_dir}")
     seconds = time.perf_counter() - t0
+    if tb is not None:
+        tb.close()
     save(config.steps)
     barrier(dist_info)
     return {"history": history, "train_seconds": seconds}
+
+
+def _tensorboard(run_dir: Path | None):
+    """A SummaryWriter in ``run_dir/tensorboard`` (``None``: only check the package is there)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ManifoldVAEError("tensorboard logging needs the 'tensorboard' package: "
+                               "pip install 'manifold-vae[tensorboard]'") from None
+    return None if run_dir is None else SummaryWriter(str(run_dir / "tensorboard"))
 
 
 def _read_history(path: Path | None, *, upto: int) -> list[dict]:

@@ -1,0 +1,86 @@
+"""Cost of one training step of the ER VAE relative to a Gaussian VAE with the same networks,
+and the throughput of the batched IWAE evaluation.
+
+    python benchmarks/step_time.py [--batch 512] [--rounds 7] [--threads 2]
+
+All models share the 256-256 MLP encoder/decoder, D=100, Adam. Each round times every model
+for the same number of steps, one after another (interleaved, so that drifts of the machine hit
+all alike); the reported time is the median over rounds, and ratios are taken within this run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from manifold_vae import VAE
+from manifold_vae.evaluation import per_example_bounds
+
+MODELS = {
+    "gaussian d=1 (R1)": dict(latent="R1"),
+    "gaussian d=2 (R2)": dict(latent="R2"),
+    "ER exact S1": dict(latent="S1"),
+    "ER exact S1 + group action": dict(latent="S1", group_action=True),
+}
+
+
+def make_step(model, x):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step():
+        out = model.loss(x, 1.0)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+    return step
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--dim", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=100, help="steps per model per round")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iwae-k", type=int, default=1000)
+    ap.add_argument("--iwae-n", type=int, default=500)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = torch.randn(args.batch, args.dim)
+    steps = {}
+    for name, kw in MODELS.items():
+        model = VAE(args.dim, **kw)
+        steps[name] = make_step(model, x)
+        for _ in range(10):
+            steps[name]()
+    times = {name: [] for name in MODELS}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - t) / args.steps)
+    base = statistics.median(times["gaussian d=1 (R1)"])
+    print(f"training step, batch {args.batch}, D={args.dim}, 256-256 MLPs, {args.threads} threads "
+          f"(median of {args.rounds} rounds x {args.steps} steps)")
+    print(f"{'model':32s} {'ms/step':>9s} {'ratio to R1':>12s}")
+    for name in MODELS:
+        med = statistics.median(times[name])
+        print(f"{name:32s} {med * 1e3:9.2f} {med / base:12.3f}")
+
+    xs = torch.randn(args.iwae_n, args.dim)
+    print(f"\nIWAE evaluation, K={args.iwae_k}, {args.iwae_n} examples")
+    for name, kw in MODELS.items():
+        model = VAE(args.dim, **kw)
+        per_example_bounds(model, xs[:20], k=args.iwae_k)
+        t = time.perf_counter()
+        per_example_bounds(model, xs, k=args.iwae_k)
+        dt = time.perf_counter() - t
+        print(f"{name:32s} {args.iwae_n * args.iwae_k / dt:12.0f} (examples x K)/s  ({dt:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
