@@ -1,7 +1,7 @@
 """Latent manifolds and the latent-spec grammar.
 
-A latent spec names a manifold: ``R<k>`` (Euclidean, k ≥ 1), ``S1`` (circle), and products joined
-by ``x`` (``S1xR2``). Later manifolds register a parser with :func:`register_spec`.
+A latent spec names a manifold: ``R<k>`` (Euclidean, k ≥ 1), ``S1`` (circle), ``S<n>`` (sphere),
+``T<k>`` (torus), ``SO3``, and products joined by ``x`` (``S1xR2``, ``T2xR4``, ``S2xS1``). Later manifolds register a parser with :func:`register_spec`.
 """
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from .base import Manifold, safe_normalize
 from .circle import Circle, circle_angle, rotation_2d
 from .euclidean import Euclidean
 from .product import Product
+from .so3 import SO3
+from .sphere import Sphere, sphere_volume
+from .torus import Torus
 
-__all__ = ["Manifold", "Circle", "Euclidean", "Product", "parse_latent", "register_spec",
+__all__ = ["Manifold", "Circle", "Euclidean", "Product", "Sphere", "Torus", "SO3", "sphere_volume", "parse_latent", "register_spec",
            "valid_spec_forms", "circle_angle", "rotation_2d", "safe_normalize"]
 
 # (pattern, description, builder(match) -> Manifold)
@@ -39,6 +42,10 @@ def _positive(text: str, what: str) -> int:
 register_spec(r"R(\d+)", "R<k> Euclidean space, k >= 1 (Gaussian VAE)",
               lambda m: Euclidean(_positive(m.group(1), "R<k>: k")))
 register_spec(r"S1", "S1 circle", lambda m: Circle())
+register_spec(r"S(\d+)", "S<n> sphere, n >= 1 (exact map for n <= 3, learned otherwise)",
+              lambda m: Sphere(_positive(m.group(1), "S<n>: n")))
+register_spec(r"T(\d+)", "T<k> torus, k >= 1", lambda m: Torus(_positive(m.group(1), "T<k>: k")))
+register_spec(r"SO3", "SO3 rotations of R^3", lambda m: SO3())
 
 
 def _parse_factor(text: str, whole: str) -> Manifold:

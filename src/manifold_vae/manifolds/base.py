@@ -134,3 +134,10 @@ def safe_normalize(v: Tensor, *, dim: int = -1, eps: float = 1e-8) -> Tensor:
     """``v / |v|`` with the norm bounded below by ``eps`` (finite value and gradient at 0)."""
     sq = (v * v).sum(dim=dim, keepdim=True)
     return v * torch.rsqrt(sq.clamp_min(eps * eps))
+
+
+def as_complex(t: Tensor) -> Tensor:
+    """View a real tensor with trailing dim 2 as complex (copying only if the layout needs it)."""
+    if not t.is_contiguous() or t.storage_offset() % 2:
+        t = t.clone(memory_format=torch.contiguous_format)
+    return torch.view_as_complex(t)

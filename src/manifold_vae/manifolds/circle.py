@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Manifold, safe_normalize
+from .base import Manifold, as_complex, safe_normalize
 
 
 def rotation_2d(cos: Tensor, sin: Tensor) -> Tensor:
@@ -74,5 +74,5 @@ class Circle(Manifold):
 
     def act(self, g: Tensor, x: Tensor) -> Tensor:
         """``e^{iψ} · (x_0 + i x_1)``."""
-        prod = torch.view_as_complex(g.contiguous()) * torch.view_as_complex(x.contiguous())
+        prod = as_complex(g) * as_complex(x)
         return torch.view_as_real(prod)

@@ -1,0 +1,103 @@
+"""Spheres ``S^n ⊂ R^{n+1}``.
+
+Exact maps from the hidden box (uniform to uniform, injective a.e.):
+
+* ``S^1``: see :mod:`.circle`;
+* ``S^2``: Archimedes' map ``φ = 2π z1``, ``cos ϑ = 1 - 2 z2``; volume element ``4π``;
+* ``S^3``: Shoemake's map ``(sqrt(1-u1) sin 2πu2, sqrt(1-u1) cos 2πu2, sqrt(u1) sin 2πu3,
+  sqrt(u1) cos 2πu3)``; volume element ``2π²``;
+* ``n >= 4``: no exact map is implemented (use a learned embedding).
+
+Group ``SO(n+1)`` acting by matrix multiplication; from a 6-vector by Gram–Schmidt for ``S^2``,
+from an ``(n+1)×(n+1)`` matrix by QR otherwise.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .base import Manifold, safe_normalize
+from .rotations import haar_rotations, rotation_from_6d, rotation_from_matrix
+
+
+def sphere_volume(n: int) -> float:
+    """``vol(S^n) = 2 π^{(n+1)/2} / Γ((n+1)/2)``."""
+    return 2 * math.pi ** ((n + 1) / 2) / math.gamma((n + 1) / 2)
+
+
+class Sphere(Manifold):
+    """The unit sphere ``S^n`` (n >= 2; ``S1`` is :class:`~.circle.Circle`)."""
+
+    def __init__(self, n: int):
+        n = int(n)
+        if n < 2:
+            raise ValueError("S<n>: use S1 for the circle; n must be >= 1")
+        self.n = n
+        self.dim, self.ambient_dim = n, n + 1
+        self.spec = f"S{n}"
+        self.group_param_dim = 6 if n == 2 else (n + 1) ** 2
+
+    @property
+    def has_exact_map(self) -> bool:
+        return self.n in (2, 3)
+
+    def volume(self) -> float:
+        return sphere_volume(self.n)
+
+    def sample_uniform(self, n, *, generator=None, dtype=torch.float32):
+        return safe_normalize(torch.randn(n, self.ambient_dim, generator=generator, dtype=dtype))
+
+    def project(self, x: Tensor) -> Tensor:
+        return safe_normalize(x)
+
+    def exact_map(self, z: Tensor) -> Tensor:
+        if self.n == 2:
+            phi = 2 * math.pi * z[..., 0]
+            t = z[..., 1]
+            cos_t = 1 - 2 * t
+            sin_t = 2 * torch.sqrt((t * (1 - t)).clamp_min(0))
+            return torch.stack([sin_t * phi.cos(), sin_t * phi.sin(), cos_t], -1)
+        if self.n == 3:
+            u1, u2, u3 = z.unbind(-1)
+            r1, r2 = torch.sqrt((1 - u1).clamp_min(0)), torch.sqrt(u1.clamp_min(0))
+            a, b = 2 * math.pi * u2, 2 * math.pi * u3
+            return torch.stack([r1 * a.sin(), r1 * a.cos(), r2 * b.sin(), r2 * b.cos()], -1)
+        raise ValueError(f"{self.spec}: no exact map from the box is implemented for n >= 4; "
+                         f"use a learned embedding (--embedding learned)")
+
+    def group_element(self, params: Tensor) -> Tensor:
+        if self.n == 2:
+            return rotation_from_6d(params)
+        k = self.ambient_dim
+        return rotation_from_matrix(params.reshape(*params.shape[:-1], k, k))
+
+    def act(self, g: Tensor, x: Tensor) -> Tensor:
+        return (g @ x.unsqueeze(-1)).squeeze(-1)
+
+    def random_group_element(self, n, *, generator=None, dtype=torch.float32):
+        return haar_rotations(n, self.ambient_dim, generator=generator, dtype=dtype)
+
+    def quadrature(self, level: int):
+        """``S^2``: Gauss–Legendre in ``cos ϑ`` (2^level nodes) × trapezoid in ``φ`` (2^(level+1))."""
+        if self.n != 2:
+            raise NotImplementedError(f"{self.spec}: no quadrature rule")
+        import numpy as np
+
+        nt = 2 ** int(level)
+        t, w = np.polynomial.legendre.leggauss(nt)
+        t = torch.from_numpy(t)
+        w = torch.from_numpy(w) / 2
+        nphi = 2 * nt
+        phi = torch.arange(nphi, dtype=torch.float64) * (2 * math.pi / nphi)
+        s = torch.sqrt(1 - t * t)
+        pts = torch.stack([s[:, None] * phi.cos()[None], s[:, None] * phi.sin()[None],
+                           t[:, None].expand(nt, nphi)], -1).reshape(-1, 3)
+        log_w = (w.log()[:, None] - math.log(nphi)).expand(nt, nphi).reshape(-1)
+        return pts, log_w
+
+    def quadrature_levels(self):
+        if self.n != 2:
+            raise NotImplementedError(f"{self.spec}: no quadrature rule")
+        return 6, 10
