@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,6 @@ from ..data import ManifoldBenchmark
 from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding, save_embedding
 from ..evaluation import true_log_likelihood
 from ..manifolds import circle_angle
-from ..progress import training_bar
 from ..training.config import FitConfig
 from ..training.fit import run_fit
 from ..training.runs import METRICS, load_run, write_json
@@ -46,7 +47,7 @@ class ReproduceSettings:
     dim: int = 100
     noise: float = 0.05
     data_seed: int = 0
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 512
     lr: float = 1e-3
     kl_warmup: float = 0.2
@@ -54,11 +55,15 @@ class ReproduceSettings:
     seeds: int = 3
     iwae_k: int = 1000
     embed_steps: int | None = None   # None: EmbedConfig's default
-    threads: int = 0
+    workers: int = 0                 # parallel training processes (0: one per core, at most 4)
+
+    def resolved_workers(self) -> int:
+        """Small MLPs use cores better as independent 1-thread processes than as threads."""
+        return self.workers if self.workers > 0 else max(1, min(4, os.cpu_count() or 1))
 
     @classmethod
     def quick(cls) -> "ReproduceSettings":
-        return cls(n_train=4000, n_test=500, steps=600, seeds=1, iwae_k=200, embed_steps=1000)
+        return cls(n_train=5000, n_test=500, steps=1500, seeds=1, iwae_k=200, embed_steps=1000)
 
 
 ROWS = [
@@ -105,28 +110,41 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     emb_dir = _embedding(settings, out, force, log)
     emb_report = json.loads((emb_dir / "report.json").read_text())["report"]
 
-    runs: dict[str, list[dict]] = {}
+    jobs, runs = [], {key: [None] * settings.seeds for key, *_ in ROWS}
+    workers = settings.resolved_workers()
     for key, name, latent, embedding, ga in ROWS:
-        runs[key] = []
         for seed in range(settings.seeds):
             run_dir = out / "runs" / f"{key}-seed{seed}"
             cfg = FitConfig(latent=latent, embedding=str(emb_dir) if embedding == "learned" else "exact",
                             group_action=ga, hidden=list(settings.hidden), steps=settings.steps,
                             batch_size=settings.batch_size, lr=settings.lr,
                             kl_warmup=settings.kl_warmup, seed=seed, iwae_k=settings.iwae_k,
-                            checkpoint_every=max(1, settings.steps // 4), threads=settings.threads)
+                            checkpoint_every=max(1, settings.steps // 4),
+                            threads=max(1, (os.cpu_count() or 1) // workers))
             if (run_dir / METRICS).is_file() and not force:
                 saved = json.loads((run_dir / "config.json").read_text()).get("config")
                 if saved == cfg.to_dict():
                     log(f"{name} seed {seed}: reusing finished run in {run_dir}")
-                    runs[key].append(_load_finished(run_dir))
+                    runs[key][seed] = run_dir
                     continue
-            log(f"{name} seed {seed}: training {settings.steps} steps")
-            metrics = run_fit(cfg, x_train, run_dir, x_test=x_test, force=True, log=log,
-                              progress_factory=training_bar(f"{key} s{seed}", progress))
-            per = metrics["_per_example_iwae"]
-            runs[key].append({"metrics": {k: v for k, v in metrics.items() if not k.startswith("_")},
-                              "iwae": per, "history": metrics["_history"], "model": metrics["_model"]})
+            jobs.append((key, seed, cfg.to_dict(), str(run_dir)))
+    data_args = (bench.to_dict(), settings.n_train, settings.n_test)
+    if jobs:
+        log(f"training {len(jobs)} models ({settings.steps} steps each) in {workers} process(es)")
+        bar = _job_bar(len(jobs), progress)
+        if workers == 1:
+            for job in jobs:
+                key, seed, run_dir = _train_job(data_args, job)
+                runs[key][seed] = Path(run_dir)
+                bar()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers) as pool:
+                for key, seed, run_dir in pool.imap_unordered(_train_one, [(data_args, j) for j in jobs]):
+                    runs[key][seed] = Path(run_dir)
+                    bar()
+        bar(close=True)
+    runs = {key: [_load_finished(d) for d in dirs] for key, dirs in runs.items()}
     results = _summarize(settings, runs, ll_true, ll_err, bench, emb_report)
     results["total_seconds"] = time.perf_counter() - t_start
     write_json(out / "results.json", results)
@@ -134,6 +152,33 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     _figures(out, runs, x_test, angle_test, emb_dir, float(ll_true.mean()))
     log(f"wrote {out}/results.json, results.md and figures in {results['total_seconds']:.0f} s")
     return results
+
+
+def _train_one(args):
+    return _train_job(*args)
+
+
+def _train_job(data_args, job):
+    """Train one (row, seed) into its run directory; runs in a worker process."""
+    bench_dict, n_train, n_test = data_args
+    key, seed, cfg_dict, run_dir = job
+    x, _ = ManifoldBenchmark(**bench_dict).sample(n_train + n_test)
+    cfg = FitConfig(**cfg_dict)
+    run_fit(cfg, x[:n_train], Path(run_dir), x_test=x[n_train:], force=True, log=lambda m: None)
+    return key, seed, run_dir
+
+
+def _job_bar(total: int, enabled: bool):
+    """``update()`` after each finished model; ``update(close=True)`` at the end."""
+    if not enabled:
+        return lambda close=False: None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="models trained", dynamic_ncols=True)
+
+    def update(close=False):
+        bar.close() if close else bar.update(1)
+    return update
 
 
 def _load_finished(run_dir: Path) -> dict:

@@ -84,13 +84,15 @@ def embedding_skeleton(config: FitConfig, arch: dict | None):
     """An embedding module of the saved architecture, to receive a checkpoint's weights."""
     if not arch or arch.get("kind") == "exact":
         return None
-    return LearnedEmbedding(parse_latent(config.latent), arch["hidden"], arch["activation"])
+    return LearnedEmbedding(parse_latent(config.latent), arch["hidden"], arch["activation"],
+                            encoder_activation=arch.get("encoder_activation", arch["activation"]))
 
 
 def embedding_arch(model: VAE) -> dict:
     emb = model.embedding
     if isinstance(emb, LearnedEmbedding):
-        return {"kind": "learned", "hidden": list(emb.hidden), "activation": emb.activation}
+        return {"kind": "learned", "hidden": list(emb.hidden), "activation": emb.activation,
+                "encoder_activation": emb.encoder_activation}
     return {"kind": "exact"}
 
 
