@@ -1,7 +1,5 @@
 """The command line end to end, and every bad input answered with a one-line error."""
 import json
-import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path

@@ -6,7 +6,7 @@ import torch
 
 from manifold_vae.embeddings import (EmbedConfig, ExactEmbedding, embedding_quality,
                                      fit_learned_embedding, load_embedding, log_volume_element,
-                                     pushforward_log_density, save_embedding, volume_element)
+                                     pushforward_log_density, save_embedding)
 from manifold_vae.errors import CheckpointError
 from manifold_vae.manifolds import parse_latent
 

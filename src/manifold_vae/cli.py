@@ -200,7 +200,7 @@ def cmd_evaluate(args) -> int:
     from .data import load_matrix, read_sidecar
     from .errors import DataError
     from .evaluation import evaluate
-    from .training.fit import ceiling_for
+    from .training.fit import ceiling_metrics
     from .training.runs import load_run, write_json
 
     if args.k < 1:
@@ -225,13 +225,7 @@ def cmd_evaluate(args) -> int:
               "test_elbo": ev["elbo"], "test_elbo_stderr": ev["elbo_stderr"],
               "test_iwae": ev["iwae"], "test_iwae_stderr": ev["iwae_stderr"], "iwae_k": args.k,
               "n": ev["n"]}
-    ceiling = ceiling_for(read_sidecar(args.data), x)
-    per_true = ceiling.pop("_per_example_true_ll", None)
-    result.update(ceiling)
-    if per_true is not None:
-        diff = per_true - ev["per_example_iwae"]
-        result["gap_iwae"] = float(diff.mean())
-        result["gap_iwae_stderr"] = float(diff.std() / np.sqrt(len(diff)))
+    result.update(ceiling_metrics(read_sidecar(args.data), x, ev["per_example_iwae"]))
     write_json(Path(args.run) / "evaluation.json", result)
     print(json.dumps(result))
     return 0
@@ -281,7 +275,7 @@ def cmd_reproduce(args) -> int:
             raise UsageError("--steps must be positive")
         settings.steps = args.steps
     out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
-    results = reproduce_circle(settings, out, force=args.force,
+    reproduce_circle(settings, out, force=args.force,
                                progress=want_progress(args.quiet), log=lambda m: _say(args, m))
     print((out / "results.md").read_text())
     return 0

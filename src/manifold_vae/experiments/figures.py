@@ -23,7 +23,8 @@ def plot_latents(models: dict, x, angle, path: Path, *, title: str = "") -> None
     latent coordinate against the true angle.
     """
     rows, cols = _grid(len(models))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False,
+                             layout="constrained")
     a = angle.numpy()
     for ax, (name, model) in zip(axes.flat, models.items()):
         with torch.no_grad():
@@ -82,11 +83,11 @@ def plot_curves(histories: dict, path: Path, *, ceiling: float | None = None) ->
         steps = [r["step"] for r in rows]
         elbo = [r["elbo"] for r in rows]
         ax.plot(steps, elbo, label=name, lw=1.2)
-        lows.append(sorted(elbo)[len(elbo) // 3])
+        lows.append(elbo[-1])
     if ceiling is not None:
         ax.axhline(ceiling, color="k", ls="--", lw=1, label="true log-likelihood")
     if lows and ceiling is not None:
-        ax.set_ylim(min(lows) - 1, ceiling + 1)
+        ax.set_ylim(min(lows) - 4, ceiling + 1)
     ax.set_xlabel("step")
     ax.set_ylabel("training ELBO (nats/example)")
     ax.legend(fontsize=8)

@@ -35,7 +35,7 @@ from ..manifolds import circle_angle
 from ..training.config import FitConfig
 from ..training.fit import run_fit
 from ..training.runs import METRICS, load_run, write_json
-from .figures import plot_bars, plot_curves, plot_embedding, plot_latents
+from .figures import plot_curves, plot_embedding, plot_latents
 
 
 @dataclass
@@ -102,7 +102,7 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     bench = ManifoldBenchmark("S1", dim=settings.dim, noise=settings.noise, seed=settings.data_seed)
     x, m = bench.sample(settings.n_train + settings.n_test)
-    x_train, x_test = x[:settings.n_train], x[settings.n_train:]
+    x_test = x[settings.n_train:]
     angle_test = circle_angle(m[settings.n_train:]).float()
     ll_true, ll_err = true_log_likelihood(bench, x_test)
     log(f"true log-likelihood of the test set: {float(ll_true.mean()):.3f} "
@@ -239,7 +239,7 @@ def _summarize(settings, runs, ll_true, ll_err, bench, emb_report) -> dict:
 def results_markdown(res: dict) -> str:
     s = res["settings"]
     lines = [
-        f"# Circle benchmark (Table 1 of Golikov & Kretov 2018)",
+        "# Circle benchmark (Table 1 of Golikov & Kretov 2018)",
         "",
         f"Data: {s['n_train']} train / {s['n_test']} test points, uniform on S^1 -> random MLP "
         f"(100 ReLU, Xavier-uniform) -> R^{s['dim']}, noise σ={s['noise']} "

@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data import ManifoldBenchmark, read_sidecar, train_test_split
-from ..errors import CheckpointError, DataError, ManifoldVAEError, UsageError
+from ..data import ManifoldBenchmark, train_test_split
+from ..errors import CheckpointError, DataError, UsageError
 from ..evaluation import evaluate, true_log_likelihood
 from .config import FitConfig, config_from
 from .distributed import DistInfo, setup_distributed, teardown
@@ -50,20 +50,24 @@ def check_run_dir(out: Path, config: FitConfig, *, force: bool) -> None:
             shutil.rmtree(out / "embedding")
 
 
-def ceiling_for(sidecar: dict | None, x_test: torch.Tensor) -> dict:
-    """True log-likelihood of the test rows when the data came from a known benchmark."""
+def ceiling_metrics(sidecar: dict | None, x: torch.Tensor, per_example_iwae: torch.Tensor) -> dict:
+    """True log-likelihood of rows ``x`` and the paired IWAE gap, when the data came from a known
+    benchmark (its ``.json`` sidecar); ``{}`` otherwise."""
     if not sidecar or "generator" not in sidecar:
         return {}
     try:
         bench = ManifoldBenchmark(**sidecar["generator"])
     except (TypeError, ValueError):
         return {}
-    if bench.noise <= 0 or bench.dim != x_test.shape[1]:
+    if bench.noise <= 0 or bench.dim != x.shape[1]:
         return {}
-    ll, err = true_log_likelihood(bench, x_test)
+    ll, err = true_log_likelihood(bench, x)
+    gap = ll - per_example_iwae
+    n = np.sqrt(len(ll))
     return {"true_log_likelihood": float(ll.mean()),
-            "true_log_likelihood_stderr": float(ll.std() / np.sqrt(len(ll))),
-            "true_log_likelihood_numerical_error": err, "_per_example_true_ll": ll}
+            "true_log_likelihood_stderr": float(ll.std() / n),
+            "true_log_likelihood_numerical_error": err,
+            "gap_iwae": float(gap.mean()), "gap_iwae_stderr": float(gap.std() / n)}
 
 
 def run_fit(config: FitConfig, x: torch.Tensor, out: Path | None, *,
@@ -160,13 +164,7 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
     if result["history"]:
         last = result["history"][-1]
         metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"]})
-    ceiling = ceiling_for(sidecar, x_test)
-    per_true = ceiling.pop("_per_example_true_ll", None)
-    metrics.update(ceiling)
-    if per_true is not None:
-        diff = per_true - ev["per_example_iwae"]
-        metrics["gap_iwae"] = float(diff.mean())
-        metrics["gap_iwae_stderr"] = float(diff.std() / np.sqrt(len(diff)))
+    metrics.update(ceiling_metrics(sidecar, x_test, ev["per_example_iwae"]))
     metrics["_per_example_iwae"] = ev["per_example_iwae"]
     metrics["_per_example_elbo"] = ev["per_example_elbo"]
     metrics["_model"] = model
