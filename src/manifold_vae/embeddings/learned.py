@@ -1,11 +1,28 @@
 """Learned embeddings: the decoder of a WAE-MMD trained on uniform samples of ``M``.
 
-    min_{E,F}  E_{m~U(M)} ||m - F(E(m))||²  +  λ · MMD_IMQ(E#U(M), p(z))
+    min_{E,F}  E_{m~U(M)} c(m, F(E(m)))  +  λ · MMD²_IMQ(E#U(M), p(z)),   c(m, m') = ||m - m'||
 
-with ``dim Z = dim M`` and the hidden prior ``p(z) = U(0,1)^d``. The decoder ``F`` then maps the
-hidden box onto (approximately) ``M`` and pushes ``p(z)`` to (approximately) ``U(M)``; it is frozen
-while a VAE trains on top of it. References: Golikov & Kretov, arXiv:1812.02769 (section 3);
-Tolstikhin et al., arXiv:1711.01558.
+with ``dim Z = dim M``, the hidden prior ``p(z) = U(0,1)^d``, a sigmoid encoder ``E`` and a decoder
+``F``. ``F`` then maps the hidden box onto (approximately) ``M`` and pushes ``p(z)`` to
+(approximately) ``U(M)``; it is frozen while a VAE trains on top of it. References: Golikov &
+Kretov, arXiv:1812.02769 (section 3); Tolstikhin et al., arXiv:1711.01558 (WAE, any cost ``c``).
+
+A continuous ``E`` cannot map a closed ``M`` (e.g. ``S^1``) bijectively onto the box: it must fold
+``M`` or cut it open, and a sharp cut is what we want. Generic, sample-based choices that get one:
+
+* the cost ``c = ||m - m'||`` (smoothed: ``sqrt(||m - m'||² + δ²) - δ``), the W1 case of the WAE.
+  With ``||·||²``, ``F(z)`` is the *mean* of the points encoded to ``z`` (a chord through a fold,
+  off ``M``); with ``||·||`` it is their *median*, i.e. the majority branch, so folds unwind into a
+  cut and the few points inside the cut do not pull ``F`` off ``M``;
+* ``λ`` rises geometrically from ``mmd_weight_start`` to ``mmd_weight`` over ``mmd_ramp`` (fractions
+  of the WAE phase): a fold with a uniform code is a stationary point of a large-λ loss, and a large
+  λ widens the cut, so the encoder cuts first and the code is made uniform afterwards;
+* a ReLU encoder (sharp cuts) and a smooth SiLU decoder (smooth volume element).
+
+A last phase (``decoder_fraction`` of the steps) refines ``F`` alone, ``E`` frozen, with an
+ambient-space MMD that also stretches ``F`` over the cut:
+
+    min_F  E_{m~U(M)} c(m, F(E(m)))  +  μ · MMD²_IMQ(F#p(z), U(M)).
 """
 from __future__ import annotations
 
@@ -14,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +39,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 from ..manifolds import Manifold, parse_latent
 from ..models.networks import MLP
-from .mmd import imq_mmd2, imq_scales
+from .mmd import DEFAULT_SCALE_FACTORS, imq_mmd2_loss, imq_scales
 
 EMBEDDING_FORMAT = "manifold-vae/embedding"
 EMBEDDING_FILE = "embedding.pt"
@@ -30,15 +47,24 @@ EMBEDDING_FILE = "embedding.pt"
 
 @dataclass
 class EmbedConfig:
-    """Settings of a WAE-MMD embedding fit."""
+    """Settings of a WAE-MMD embedding fit (phases and formulas: see the module docstring)."""
 
     latent: str = "S1"
     hidden: list[int] = field(default_factory=lambda: [128, 128])
-    activation: str = "silu"
-    steps: int = 3000
-    batch_size: int = 512
-    lr: float = 2e-3
-    mmd_weight: float = 100.0
+    activation: str = "silu"             # decoder F (= the embedding f)
+    encoder_activation: str = "relu"     # encoder E
+    steps: int = 2000                    # both phases together
+    batch_size: int = 128
+    lr: float = 1e-2                     # peak lr of the WAE phase (10% warm-up, cosine decay)
+    cost: str = "norm"                   # c(m, m') = ||m - m'|| ("norm") or ||m - m'||² ("squared")
+    cost_delta: float = 1e-2             # δ of the smoothed norm, × the RMS radius of U(M)
+    mmd_weight: float = 10.0             # λ after the ramp
+    mmd_weight_start: float = 1.0        # λ before the ramp
+    mmd_ramp: tuple[float, float] = (0.3, 0.8)
+    mmd_scales: tuple[float, ...] = DEFAULT_SCALE_FACTORS   # IMQ scales C = 2·dim·variance·factor
+    decoder_fraction: float = 0.25       # share of the steps that refine F alone
+    decoder_lr: float = 1e-3
+    ambient_mmd_weight: float = 1.0      # μ
     seed: int = 0
 
 
@@ -47,14 +73,17 @@ class LearnedEmbedding(nn.Module):
 
     kind = "learned"
 
-    def __init__(self, manifold: Manifold, hidden=(128, 128), activation: str = "silu"):
+    def __init__(self, manifold: Manifold, hidden=(128, 128), activation: str = "silu", *,
+                 encoder_activation: str = "relu"):
         super().__init__()
         if not manifold.compact:
             raise ValueError(f"a learned embedding needs a compact manifold, got {manifold.spec}")
         self.manifold = manifold
         self.hidden, self.activation = list(hidden), activation
+        self.encoder_activation = encoder_activation
         self.decoder = MLP(manifold.dim, hidden, manifold.ambient_dim, activation=activation)
-        self.encoder = MLP(manifold.ambient_dim, hidden, manifold.dim, activation=activation)
+        self.encoder = MLP(manifold.ambient_dim, hidden, manifold.dim,
+                           activation=encoder_activation)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.decoder(2.0 * z - 1.0)
@@ -63,38 +92,125 @@ class LearnedEmbedding(nn.Module):
         return torch.sigmoid(self.encoder(m))
 
 
+def _check_config(config: EmbedConfig) -> None:
+    if config.steps < 1 or config.batch_size < 2:
+        raise ValueError("EmbedConfig: steps must be >= 1 and batch_size >= 2")
+    if config.cost not in ("norm", "squared"):
+        raise ValueError(f"EmbedConfig: cost must be 'norm' or 'squared', got {config.cost!r}")
+    if not 0.0 <= config.decoder_fraction < 1.0:
+        raise ValueError("EmbedConfig: decoder_fraction must be in [0, 1)")
+    r0, r1 = config.mmd_ramp
+    if not 0.0 <= r0 <= r1 <= 1.0:
+        raise ValueError("EmbedConfig: mmd_ramp must be (start, end) with 0 <= start <= end <= 1")
+    if min(config.lr, config.decoder_lr, config.mmd_weight, config.mmd_weight_start) <= 0:
+        raise ValueError("EmbedConfig: lr, decoder_lr and the MMD weights must be positive")
+    if config.cost_delta <= 0 or config.ambient_mmd_weight < 0 or not config.mmd_scales:
+        raise ValueError("EmbedConfig: cost_delta must be positive, ambient_mmd_weight >= 0, "
+                         "and mmd_scales non-empty")
+
+
+def _adam(params, lr: float) -> torch.optim.Adam:
+    try:  # one fused kernel per step instead of a loop over the parameters (torch >= 2.4 on CPU)
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _cosine(opt, steps: int, warmup: int = 0, floor: float = 1e-3):
+    """Linear warm-up over ``warmup`` steps, then cosine decay from ``lr`` to ``floor·lr``."""
+    def factor(i: int) -> float:
+        if i < warmup:
+            return (i + 1) / warmup
+        t = min(1.0, (i - warmup) / max(1, steps - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _ramp(t: float, r0: float, r1: float) -> float:
+    """0 before ``r0``, 1 after ``r1``, linear in between."""
+    if r1 <= r0:
+        return float(t >= r0)
+    return min(1.0, max(0.0, (t - r0) / (r1 - r0)))
+
+
 def fit_learned_embedding(config: EmbedConfig, *,
                           callback: Callable[[int, dict], None] | None = None
                           ) -> tuple[LearnedEmbedding, list[dict]]:
-    """Train a WAE-MMD on ``U(M)``; returns the frozen embedding and the loss history."""
+    """Train a WAE-MMD on ``U(M)``, then refine its decoder alone; returns the frozen embedding
+    and the loss history (a row every 100 steps and at the end of each phase)."""
+    _check_config(config)
     manifold = parse_latent(config.latent)
+    d, batch = manifold.dim, config.batch_size
     gen = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
-        emb = LearnedEmbedding(manifold, config.hidden, config.activation)
-    opt = torch.optim.Adam(emb.parameters(), lr=config.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps,
-                                                pct_start=0.1)
-    scales = imq_scales(1.0 / 12.0, manifold.dim)
-    history = []
-    for step in range(1, config.steps + 1):
-        m = manifold.sample_uniform(config.batch_size, generator=gen)
+        emb = LearnedEmbedding(manifold, config.hidden, config.activation,
+                               encoder_activation=config.encoder_activation)
+    # IMQ scales around the heuristic 2·dim·variance: U(0,1) has variance 1/12 per coordinate;
+    # the per-coordinate variance of U(M) is estimated from a sample
+    hidden_scales = imq_scales(1.0 / 12.0, d, config.mmd_scales)
+    ambient_var = float(manifold.sample_uniform(4096, generator=gen).var(0).mean())
+    ambient_scales = imq_scales(ambient_var, manifold.ambient_dim, config.mmd_scales)
+    delta = config.cost_delta * math.sqrt(ambient_var * manifold.ambient_dim)
+
+    def cost(rec: Tensor, m: Tensor) -> Tensor:
+        sq = (rec - m).pow(2).sum(-1)
+        return sq.mean() if config.cost == "squared" else ((sq + delta ** 2).sqrt() - delta).mean()
+
+    wae_steps = max(1, config.steps - int(round(config.decoder_fraction * config.steps)))
+    dec_steps = config.steps - wae_steps
+    history: list[dict] = []
+
+    def log(step: int, **row) -> None:
+        row = {"step": step, **{k: float(v) for k, v in row.items()}}
+        history.append(row)
+        if callback is not None:
+            callback(step, row)
+
+    # phase 1: WAE-MMD, encoder and decoder
+    lam0, lam1 = config.mmd_weight_start, config.mmd_weight
+    opt = _adam(emb.parameters(), config.lr)
+    sched = _cosine(opt, wae_steps, warmup=max(1, wae_steps // 10))
+    for step in range(1, wae_steps + 1):
+        lam = lam0 * (lam1 / lam0) ** _ramp(step / wae_steps, *config.mmd_ramp)
+        m = manifold.sample_uniform(batch, generator=gen)
         z = emb.encode(m)
-        rec = emb(z)
-        prior = torch.rand(config.batch_size, manifold.dim, generator=gen)
-        rec_loss = (rec - m).pow(2).sum(-1).mean()
-        mmd = imq_mmd2(z, prior, scales)
-        loss = rec_loss + config.mmd_weight * mmd
+        rec_loss = cost(emb(z), m)
+        logging = step % 100 == 0 or step == wae_steps
+        # the prior-prior term is constant: computed only when the value is logged
+        mmd = imq_mmd2_loss(z, torch.rand(batch, d, generator=gen), hidden_scales,
+                            with_y_term=logging)
+        loss = rec_loss + lam * mmd
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == config.steps:
-            row = {"step": step, "loss": float(loss.detach()), "reconstruction": float(rec_loss.detach()),
-                   "mmd": float(mmd.detach())}
-            history.append(row)
-            if callback is not None:
-                callback(step, row)
+        if logging:
+            log(step, loss=loss.detach(), reconstruction=rec_loss.detach(), mmd=mmd.detach(),
+                mmd_weight=lam)
+
+    # phase 2: F alone, reconstruction + μ · MMD²(F#p(z), U(M)) in the ambient space
+    if dec_steps > 0:
+        emb.encoder.requires_grad_(False)
+        opt = _adam(emb.decoder.parameters(), config.decoder_lr)
+        sched = _cosine(opt, dec_steps)
+        for i in range(1, dec_steps + 1):
+            m = manifold.sample_uniform(batch, generator=gen)
+            with torch.no_grad():
+                z = emb.encode(m)
+            out = emb(torch.cat([z, torch.rand(batch, d, generator=gen)]))  # one decoder pass
+            rec_loss = cost(out[:batch], m)
+            logging = i % 100 == 0 or i == dec_steps
+            mmd = imq_mmd2_loss(out[batch:], manifold.sample_uniform(batch, generator=gen),
+                                ambient_scales, with_y_term=logging)
+            loss = rec_loss + config.ambient_mmd_weight * mmd
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if logging:
+                log(wae_steps + i, loss=loss.detach(), reconstruction=rec_loss.detach(),
+                    ambient_mmd=mmd.detach())
     emb.requires_grad_(False)
     emb.eval()
     return emb, history
@@ -109,6 +225,7 @@ def save_embedding(emb: LearnedEmbedding, directory: str | os.PathLike, *,
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"format": EMBEDDING_FORMAT, "version": 1, "manifold": emb.manifold.spec,
                "hidden": list(emb.hidden), "activation": emb.activation,
+               "encoder_activation": emb.encoder_activation,
                "state_dict": emb.state_dict(), "report": report or {},
                "config": dataclasses.asdict(config) if config else {}}
     path = directory / EMBEDDING_FILE
@@ -137,7 +254,9 @@ def load_embedding(path: str | os.PathLike, *, expect: Manifold | str | None = N
         if want != spec:
             raise CheckpointError(f"{path}: embedding was trained for {spec}, but the model's "
                                   f"latent is {want}")
-    emb = LearnedEmbedding(parse_latent(spec), payload["hidden"], payload["activation"])
+    emb = LearnedEmbedding(parse_latent(spec), payload["hidden"], payload["activation"],
+                           encoder_activation=payload.get("encoder_activation",
+                                                          payload["activation"]))
     try:
         emb.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as err:
