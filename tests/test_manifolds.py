@@ -57,18 +57,19 @@ def test_exact_circle_map_pushes_uniform_to_uniform(gen):
 @pytest.mark.parametrize("spec", COMPACT)
 def test_exact_map_pushes_uniform_to_uniform(spec, gen):
     # two-sample MMD permutation test (fixed seed) of f(U(box)) against the manifold's own
-    # independent uniform sampler (normalized Gaussians, Haar QR), p > 0.001
+    # independent uniform sampler (normalized Gaussians, Haar QR): p > 0.01 (200 permutations,
+    # so the smallest possible p is 1/201 and the test can fail)
     m = parse_latent(spec)
     z = torch.rand(800, m.dim, generator=gen, dtype=torch.float64)
     x = m.exact_map(z)
     assert m.check_point(x)[0]
-    assert mmd_permutation_pvalue(x, m.sample_uniform(800, generator=gen, dtype=torch.float64)) > 1e-3
+    assert mmd_permutation_pvalue(x, m.sample_uniform(800, generator=gen, dtype=torch.float64)) > 1e-2
 
 
 def test_the_test_detects_a_non_uniform_map(gen):
     m = parse_latent("S2")
     x = m.exact_map(torch.rand(800, 2, generator=gen, dtype=torch.float64) ** 1.5)
-    assert mmd_permutation_pvalue(x, m.sample_uniform(800, generator=gen, dtype=torch.float64)) < 1e-2
+    assert mmd_permutation_pvalue(x, m.sample_uniform(800, generator=gen, dtype=torch.float64)) < 1e-2  # p = 1/201
 
 
 @pytest.mark.parametrize("spec", COMPACT)
@@ -90,7 +91,7 @@ def test_group_action_preserves_uniform_distribution(spec, gen):
     g = m.group_element(torch.randn(1, m.group_param_dim, generator=gen, dtype=torch.float64))
     y = m.act(g, x)
     assert m.check_point(y)[0]
-    assert mmd_permutation_pvalue(y, m.sample_uniform(800, generator=gen, dtype=torch.float64)) > 1e-3
+    assert mmd_permutation_pvalue(y, m.sample_uniform(800, generator=gen, dtype=torch.float64)) > 1e-2
 
 
 @pytest.mark.parametrize("spec", [s for s in COMPACT if set(s.split("x")) <= {"S1"}])

@@ -200,7 +200,7 @@ def fit_learned_embedding(config: EmbedConfig, *,
                 z = emb.encode(m)
             out = emb(torch.cat([z, torch.rand(batch, d, generator=gen)]))  # one decoder pass
             rec_loss = cost(out[:batch], m)
-            logging = i % 100 == 0 or i == dec_steps
+            logging = (wae_steps + i) % 100 == 0 or i == dec_steps
             mmd = imq_mmd2_loss(out[batch:], manifold.sample_uniform(batch, generator=gen),
                                 ambient_scales, with_y_term=logging)
             loss = rec_loss + config.ambient_mmd_weight * mmd

@@ -5,9 +5,10 @@
 ``MMD² = 1/(n(n-1)) Σ_{i≠j} k(x_i,x_j) + 1/(m(m-1)) Σ_{i≠j} k(y_i,y_j) - 2/(nm) Σ k(x_i,y_j)``.
 
 :func:`imq_mmd2` is the reference estimate (used for evaluation); :func:`imq_mmd2_loss` is the same
-quantity for training, about five times cheaper: the squared distances are formed once for all
-scales and the gradient ``∂/∂x_i Σ_j k(x_i, y_j) = 2 Σ_j G_ij (x_i - y_j)``, ``G = -Σ_C C/(C + D)²``,
-is formed in the same pass as the kernel, with no autograd graph over the n×m matrices.
+quantity for training, 3-9 times cheaper (256-512 samples, one thread): the squared distances
+``D`` are formed once and reused by every scale, and the gradient
+``∂/∂x_i Σ_j k(x_i, y_j) = 2 Σ_j G_ij (x_i - y_j)``, ``G = -Σ_C C/(C + D)²``, is formed in the same
+pass as the kernel, with no autograd graph over the n×m matrices.
 
 Reference: Tolstikhin et al., Wasserstein Auto-Encoders, arXiv:1711.01558 (section 4).
 """
@@ -55,7 +56,7 @@ def _squared_distances(x: Tensor, y: Tensor) -> Tensor:
 
 
 class _IMQPairSum(torch.autograd.Function):
-    """``Σ_ij Σ_C C/(C + ||x_i - y_j||²)`` with a hand-written gradient (see the module docstring)."""
+    """``Σ_ij Σ_C C/(C + ||x_i - y_j||²)``, gradient written by hand (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, scales: tuple) -> Tensor:

@@ -45,7 +45,7 @@ class FitConfig:
     # evaluation
     iwae_k: int = 1000
     # learned embedding (used when embedding == "learned")
-    embed_steps: int = 3000
+    embed_steps: int = 2000
     embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
     # engine
     log_every: int = 100
