@@ -9,7 +9,7 @@ import pytest
 
 from manifold_vae.cli import main
 
-FAST = ["--set", "iwae_k=20", "--set", "hidden=32", "--set", "batch_size=64", "--quiet"]
+FAST = ["--set", "iwae_k=20", "--set", "hidden=32", "--set", "batch_size=64", "--set", "threads=1", "--quiet"]
 
 
 def run_cli(*args, cwd=None):

@@ -14,7 +14,7 @@ import torch
 from manifold_vae.cli import main
 from manifold_vae.training.runs import load_run
 
-FAST = ["--set", "iwae_k=20", "--set", "hidden=32,32", "--set", "batch_size=64", "--quiet"]
+FAST = ["--set", "iwae_k=20", "--set", "hidden=32,32", "--set", "batch_size=64", "--set", "threads=1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
