@@ -21,6 +21,8 @@ import math
 import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from ..data import ManifoldBenchmark
+from ..errors import ManifoldVAEError
 from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding, save_embedding
 from ..evaluation import true_log_likelihood
 from ..manifolds import circle_angle
@@ -138,11 +141,19 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
                 runs[key][seed] = Path(run_dir)
                 bar()
         else:
+            # a pool that raises when a worker dies (multiprocessing.Pool would wait forever)
             ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                for key, seed, run_dir in pool.imap_unordered(_train_one, [(data_args, j) for j in jobs]):
-                    runs[key][seed] = Path(run_dir)
-                    bar()
+            try:
+                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                    futures = [pool.submit(_train_job, data_args, j) for j in jobs]
+                    for fut in as_completed(futures):
+                        key, seed, run_dir = fut.result()
+                        runs[key][seed] = Path(run_dir)
+                        bar()
+            except BrokenProcessPool:
+                raise ManifoldVAEError(
+                    f"a training worker process died; finished runs are kept in {out / 'runs'} "
+                    f"and are reused when the same command is run again") from None
         bar(close=True)
     runs = {key: [_load_finished(d) for d in dirs] for key, dirs in runs.items()}
     results = _summarize(settings, runs, ll_true, ll_err, bench, emb_report)
@@ -152,10 +163,6 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     _figures(out, runs, x_test, angle_test, emb_dir, float(ll_true.mean()))
     log(f"wrote {out}/results.json, results.md and figures in {results['total_seconds']:.0f} s")
     return results
-
-
-def _train_one(args):
-    return _train_job(*args)
 
 
 def _train_job(data_args, job):
