@@ -172,8 +172,8 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
             if done % config.log_every == 0 or done == config.steps:
                 avg = (sums / count).tolist()
                 if not all(math.isfinite(v) for v in avg):
-                    save_bad = f"non-finite loss at step {done}"
-                    raise ManifoldVAEError(f"training diverged: {save_bad} (last checkpoint kept)")
+                    raise ManifoldVAEError(f"training diverged: non-finite loss at step {done} "
+                                           f"(last checkpoint kept)")
                 row = {"step": done, "loss": avg[0], "elbo": avg[1], "kl": avg[2],
                        "reconstruction": avg[3], "kl_weight": beta,
                        "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
@@ -190,8 +190,11 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 count = 0
             if done % config.checkpoint_every == 0 and done != config.steps:
                 save(done)
-            if broadcast_flag(dist_info, stop["signal"] is not None) if (
-                    dist_info.enabled and done % config.log_every == 0) else stop["signal"] is not None:
+            # one process alone must never stop: with several, decide together at logging steps
+            stopping = stop["signal"] is not None
+            if dist_info.enabled:
+                stopping = done % config.log_every == 0 and broadcast_flag(dist_info, stopping)
+            if stopping:
                 save(done)
                 barrier(dist_info)
                 raise Interrupted(f"interrupted at step {done}/{config.steps}; checkpoint written "
