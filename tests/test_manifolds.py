@@ -164,6 +164,26 @@ def test_gradcheck_exact_map_and_action(spec, gen):
     assert torch.autograd.gradcheck(lambda z, p: m.act(m.group_element(p), m.exact_map(z)), (z, p))
 
 
+@pytest.mark.parametrize("spec", COMPACT)
+def test_fused_training_composition_equals_unfused(spec, gen):
+    """``act_on_exact`` (the circle's fused node) gives the values and gradients of g·f(z),
+    also when the hidden samples carry a leading sample dimension (K, B, d) over g of shape (B,)."""
+    m = parse_latent(spec)
+    z = torch.rand(3, 5, m.dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    p = torch.randn(5, m.group_param_dim, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 5, m.ambient_dim, generator=gen, dtype=torch.float64)
+    for params in (p, None):
+        fused = m.act_on_exact(z, params)
+        plain = m.exact_map(z) if params is None else m.act(m.group_element(params), m.exact_map(z))
+        torch.testing.assert_close(fused, plain)
+        inputs = (z, p) if params is not None else (z,)
+        g_fused = torch.autograd.grad((fused * w).sum(), inputs)
+        g_plain = torch.autograd.grad((plain * w).sum(), inputs)
+        for a, b in zip(g_fused, g_plain):
+            torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda z, p: m.act_on_exact(z, p), (z[0], p))
+
+
 @pytest.mark.parametrize("bad", ["S0", "T0", "T0x", "R0", "R-1", "S1xx", "", "Q3", "s1", "S1xR0", "SO4", "SO2"])
 def test_invalid_specs_list_valid_forms(bad):
     with pytest.raises(ValueError, match="Valid forms"):

@@ -106,6 +106,15 @@ class Manifold:
         """``g · x``; ``g``'s batch shape broadcasts against ``x``'s."""
         raise ValueError(f"{self.spec} has no group action")
 
+    def act_on_exact(self, z: Tensor, group_params: Tensor | None = None) -> Tensor:
+        """``g(params) · f(z)`` with the exact map ``f``, the composition of a training step.
+
+        Subclasses may fuse it into fewer autograd nodes (the circle does); the value and the
+        first derivatives must equal the unfused composition.
+        """
+        m = self.exact_map(z)
+        return m if group_params is None else self.act(self.group_element(group_params), m)
+
     def random_group_element(self, n: int, *, generator: torch.Generator | None = None,
                              dtype: torch.dtype = torch.float32) -> Any:
         """``n`` Haar-random group elements (for tests of invariance)."""

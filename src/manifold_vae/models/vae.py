@@ -137,8 +137,12 @@ class VAE(nn.Module):
         raw = self.encoder(x_std).float()
         n_hidden = self.hidden_space.param_dim
         z, kl = self._sample_with_kl(raw[..., :n_hidden])
-        g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
-        rec = self.log_likelihood(x_std, self.latent_point(z, g))
+        if isinstance(self.embedding, ExactEmbedding):  # fused g·f(z) where the manifold has one
+            m = self.manifold.act_on_exact(z, raw[..., n_hidden:] if self.group_action else None)
+        else:
+            g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
+            m = self.latent_point(z, g)
+        rec = self.log_likelihood(x_std, m)
         loss = (kl_weight * kl - rec).mean()
         return {"loss": loss, "elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
                 "reconstruction": rec.detach().mean()}
