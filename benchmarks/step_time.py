@@ -1,5 +1,5 @@
-"""Cost of one training step of the ER VAE relative to a Gaussian VAE with the same networks,
-and the throughput of the batched IWAE evaluation.
+"""Cost of one training step of the ER VAE relative to a Gaussian VAE with the same networks
+(S1 against d=1, SO3 against d=3), and the throughput of the batched IWAE evaluation.
 
     python benchmarks/step_time.py [--batch 512] [--rounds 7] [--threads 2]
 
@@ -18,11 +18,15 @@ import torch
 from manifold_vae import VAE
 from manifold_vae.evaluation import per_example_bounds
 
+# model -> (constructor arguments, the Gaussian VAE it is compared with)
 MODELS = {
-    "gaussian d=1 (R1)": dict(latent="R1"),
-    "gaussian d=2 (R2)": dict(latent="R2"),
-    "ER exact S1": dict(latent="S1"),
-    "ER exact S1 + group action": dict(latent="S1", group_action=True),
+    "gaussian d=1 (R1)": (dict(latent="R1"), "gaussian d=1 (R1)"),
+    "gaussian d=2 (R2)": (dict(latent="R2"), "gaussian d=1 (R1)"),
+    "ER exact S1": (dict(latent="S1"), "gaussian d=1 (R1)"),
+    "ER exact S1 + group action": (dict(latent="S1", group_action=True), "gaussian d=1 (R1)"),
+    "gaussian d=3 (R3)": (dict(latent="R3"), "gaussian d=3 (R3)"),
+    "ER exact SO3": (dict(latent="SO3"), "gaussian d=3 (R3)"),
+    "ER exact SO3 + group action": (dict(latent="SO3", group_action=True), "gaussian d=3 (R3)"),
 }
 
 
@@ -51,7 +55,7 @@ def main():
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.dim)
     steps = {}
-    for name, kw in MODELS.items():
+    for name, (kw, _) in MODELS.items():
         model = VAE(args.dim, **kw)
         steps[name] = make_step(model, x)
         for _ in range(10):
@@ -63,17 +67,17 @@ def main():
             for _ in range(args.steps):
                 step()
             times[name].append((time.perf_counter() - t) / args.steps)
-    base = statistics.median(times["gaussian d=1 (R1)"])
     print(f"training step, batch {args.batch}, D={args.dim}, 256-256 MLPs, {args.threads} threads "
           f"(median of {args.rounds} rounds x {args.steps} steps)")
-    print(f"{'model':32s} {'ms/step':>9s} {'ratio to R1':>12s}")
-    for name in MODELS:
+    print(f"{'model':32s} {'ms/step':>9s} {'ratio':>7s}  to")
+    for name, (_, base) in MODELS.items():
         med = statistics.median(times[name])
-        print(f"{name:32s} {med * 1e3:9.2f} {med / base:12.3f}")
+        ratio = med / statistics.median(times[base])
+        print(f"{name:32s} {med * 1e3:9.2f} {ratio:7.3f}  {base}")
 
     xs = torch.randn(args.iwae_n, args.dim)
     print(f"\nIWAE evaluation, K={args.iwae_k}, {args.iwae_n} examples")
-    for name, kw in MODELS.items():
+    for name, (kw, _) in MODELS.items():
         model = VAE(args.dim, **kw)
         per_example_bounds(model, xs[:20], k=args.iwae_k)
         t = time.perf_counter()

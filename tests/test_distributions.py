@@ -140,6 +140,20 @@ def test_fused_beta_path_equals_torch_distributions_path():
     torch.testing.assert_close(g1[1], g2[1], rtol=1e-6, atol=1e-8)
 
 
+def test_fused_beta_gradient_is_finite_for_saturated_posteriors():
+    # found in a default reproduce run: μ = sigmoid(large) = 1.0 in float32 with κ at its cap
+    # (a ≈ 1.2e6, b clamped to 0.01) made the float32 implicit gradient NaN and killed training
+    from manifold_vae.distributions.box import beta_rsample_and_kl
+    u = torch.tensor([[30.0], [-30.0], [0.0]], requires_grad=True)
+    v = torch.tensor([[14.5], [14.5], [14.5]], requires_grad=True)
+    torch.manual_seed(0)
+    for _ in range(20):
+        z, kl = beta_rsample_and_kl(u, v)
+        gu, gv = torch.autograd.grad(z.sum() + kl.sum(), (u, v))
+        assert torch.isfinite(gu).all() and torch.isfinite(gv).all()
+        assert ((z > 0) & (z < 1)).all()
+
+
 @pytest.mark.parametrize("latent,ga", [("S1", True), ("S1", False), ("R1", False), ("T2", True),
                                        ("S2", True), ("SO3", True), ("S1xR2", True)])
 def test_every_parameter_gets_a_finite_gradient(latent, ga):

@@ -108,3 +108,26 @@ def test_model_likelihood_is_in_data_units(bench_data):
     model.set_data_transform(c * x.mean(0), c * x.std())
     _, i2 = per_example_bounds(model, c * x, k=10, generator_seed=0)
     torch.testing.assert_close(i2, i1 - x.shape[1] * math.log(c), rtol=0, atol=1e-3)
+
+
+def test_so3_importance_ceiling_agrees_with_converged_quadrature():
+    # broad posterior (D=10, σ=0.3), where Sobol quadrature converges: the importance-sampling
+    # ceiling must agree per example within 4 of its own (delta-method) standard errors
+    bench = ManifoldBenchmark("SO3", dim=10, noise=0.3, seed=0)
+    x, _ = bench.sample(8)
+    quad, q_err = true_log_likelihood(bench, x, method="quadrature", max_level=17, tol=1e-3)
+    assert q_err < 1e-3
+    ll, se, info = true_log_likelihood(bench, x, method="importance", return_info=True)
+    assert "importance" in info["method"]
+    assert se < 0.1
+    assert ((ll - quad).abs() < 4 * se + q_err).all()
+
+
+def test_auto_ceiling_uses_importance_sampling_on_so3_and_quadrature_on_s2():
+    for spec, method in [("SO3", "importance"), ("S2", "quadrature")]:
+        bench = ManifoldBenchmark(spec, dim=10, noise=0.3, seed=0)
+        x, _ = bench.sample(4)
+        *_, info = true_log_likelihood(bench, x, return_info=True, tol=1e-2)
+        assert method in info["method"]
+    with pytest.raises(ValueError, match="unknown ceiling method"):
+        true_log_likelihood(bench, x, method="grid")

@@ -44,3 +44,25 @@ def test_finished_runs_are_reused(tiny):
     again = reproduce_circle(settings, out, log=logs.append)
     assert sum("reusing finished run" in m for m in logs) == len(ROWS) * settings.seeds
     assert [r["test_iwae_mean"] for r in again["rows"]] == [r["test_iwae_mean"] for r in res["rows"]]
+
+
+def test_manifold_suite_end_to_end(tmp_path):
+    from manifold_vae.experiments.manifold_suite import ManifoldSuiteSettings, reproduce_manifolds, suite_rows
+    settings = ManifoldSuiteSettings(latents=["S1", "SO3"], n_train=256, n_test=16, dim=8, noise=0.3,
+                                     steps=10, batch_size=64, hidden=[16], seeds=1, iwae_k=4,
+                                     embed_steps=10, workers=1)
+    res = reproduce_manifolds(settings, tmp_path, log=lambda m: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [m["latent"] for m in saved["manifolds"]] == ["S1", "SO3"]
+    for m in saved["manifolds"]:
+        assert [r["name"] for r in m["rows"]] == [r[1] for r in suite_rows(m["latent"])]
+        assert [r["latent"] for r in m["rows"]][:2] == (["R1", "R2"] if m["latent"] == "S1" else ["R3", "R9"])
+        for r in m["rows"]:
+            assert r["gap_to_true_ll_mean"] == pytest.approx(m["true_log_likelihood"] - r["test_iwae_mean"], abs=1e-6)
+        assert m["best_er_row"] == "ER, exact f + group action"   # the only valid-bound ER row
+    assert "importance" in saved["manifolds"][1]["true_log_likelihood_method"]
+    assert "| SO3 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "gaps.png").stat().st_size > 1000
+    logs = []
+    reproduce_manifolds(settings, tmp_path, log=logs.append)
+    assert sum("reusing finished run" in m for m in logs) == 8

@@ -177,3 +177,32 @@ def test_two_processes_match_one(data, tmp_path):
     # the test ELBOs agree up to training noise (a few standard errors of the test mean)
     tol = 4 * max(m1["test_elbo_stderr"], m2["test_elbo_stderr"]) + 0.5
     assert abs(m1["test_elbo"] - m2["test_elbo"]) < tol
+
+
+def _poison_loss(monkeypatch, bad_steps):
+    """Make VAE.loss return a NaN loss on the calls numbered in ``bad_steps`` (0-based)."""
+    from manifold_vae.models import VAE
+    orig, calls = VAE.loss, {"n": 0}
+
+    def loss(self, x, kl_weight=1.0):
+        out = orig(self, x, kl_weight)
+        if self.training:
+            if calls["n"] in bad_steps:
+                out["loss"] = out["loss"] * float("nan")
+            calls["n"] += 1
+        return out
+    monkeypatch.setattr(VAE, "loss", loss)
+
+
+def test_a_nonfinite_step_is_skipped_not_fatal(data, tmp_path, monkeypatch):
+    _poison_loss(monkeypatch, {5})
+    assert fit(data, tmp_path / "r", "--latent", "S1", "--set", "steps=40", "--set", "log_every=10") == 0
+    m = metrics(tmp_path / "r")
+    assert m["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in params(tmp_path / "r").values())
+
+
+def test_persistent_nonfinite_steps_stop_with_a_clear_error(data, tmp_path, monkeypatch, capsys):
+    _poison_loss(monkeypatch, set(range(10, 100)))
+    assert fit(data, tmp_path / "r", "--latent", "S1", "--set", "steps=60", "--set", "log_every=10") == 1
+    assert "training diverged" in capsys.readouterr().err

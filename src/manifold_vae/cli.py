@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("reproduce", help="the paper's Table 1 on the circle benchmark")
-    p.add_argument("--suite", default="circle", choices=["circle"])
+    p.add_argument("--suite", default="circle", choices=["circle", "manifolds", "peers"],
+                   help="circle: the paper's Table 1; manifolds: S1, S2, T2, SO3 benchmarks; "
+                        "peers: vMF and Power Spherical VAEs beside ER on S1 and S2")
     p.add_argument("--quick", action="store_true", help="small, fast settings (smoke test)")
-    p.add_argument("--seeds", type=int, help="training seeds per row (default 3, quick: 1)")
+    p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, manifolds and peers 2; quick: 1)")
     p.add_argument("--steps", type=int, help="training steps per model")
     p.add_argument("--out", default=None, help="output directory (default results/<suite>[-quick])")
     p.add_argument("--force", action="store_true", help="retrain rows already finished in --out")
@@ -262,10 +264,19 @@ def cmd_embed(args) -> int:
 
 # ---------------------------------------------------------------------- reproduce
 def cmd_reproduce(args) -> int:
+    from .experiments.manifold_suite import ManifoldSuiteSettings, reproduce_manifolds
     from .experiments.reproduce import ReproduceSettings, reproduce_circle
     from .progress import want_progress
 
-    settings = ReproduceSettings.quick() if args.quick else ReproduceSettings()
+    if args.suite == "circle":
+        settings = ReproduceSettings.quick() if args.quick else ReproduceSettings()
+        run = reproduce_circle
+    elif args.suite == "manifolds":
+        settings = ManifoldSuiteSettings.quick() if args.quick else ManifoldSuiteSettings()
+        run = reproduce_manifolds
+    else:
+        settings = ManifoldSuiteSettings.peers_quick() if args.quick else ManifoldSuiteSettings.peers()
+        run = reproduce_manifolds
     if args.seeds is not None:
         if args.seeds < 1:
             raise UsageError("--seeds must be positive")
@@ -275,7 +286,7 @@ def cmd_reproduce(args) -> int:
             raise UsageError("--steps must be positive")
         settings.steps = args.steps
     out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
-    reproduce_circle(settings, out, force=args.force,
-                               progress=want_progress(args.quiet), log=lambda m: _say(args, m))
+    run(settings, out, force=args.force, progress=want_progress(args.quiet),
+        log=lambda m: _say(args, m))
     print((out / "results.md").read_text())
     return 0

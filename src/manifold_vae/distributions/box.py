@@ -99,7 +99,10 @@ class _BetaRsampleKL(torch.autograd.Function):
         mu, kappa, raw, x, conc, total, c, t, in_range = ctx.saved_tensors
         off, sign, pm = _consts(mu.dtype, mu.device)
         # sample: z = x_0 of a 2-component Dirichlet; ∂z/∂(a, b) = dx · (x_1, -x_0)
-        dx = torch._dirichlet_grad(x, conc, total.expand_as(conc))
+        # float64: in float32 the implicit gradient is inaccurate, and NaN, for concentrated
+        # posteriors (e.g. a = 1.2e6, b = 0.01); a non-finite entry would poison the optimizer
+        dx = torch._dirichlet_grad(x.double(), conc.double(), total.double().expand_as(conc))
+        dx = torch.nan_to_num(dx, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
         g = dx * x.flip(-1) * pm * gz.unsqueeze(-1)
         # KL: ∂KL/∂c_j = -s_j t_j ψ'(c_j); a+b feeds both a and b
         dk = (-(sign * t) * torch.polygamma(1, c)).to(mu.dtype)

@@ -112,3 +112,21 @@ def plot_bars(names, means, errs, path: Path, *, ceiling: float | None = None,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_grouped_bars(groups, labels, values, errs, path: Path, *, ylabel: str = "") -> None:
+    """Bars of ``values[i][j]`` (series ``labels[i]``, group ``groups[j]``) with error bars."""
+    n = len(labels)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    for i, (label, vals, es) in enumerate(zip(labels, values, errs)):
+        pos = [j + (i - (n - 1) / 2) * width for j in range(len(groups))]
+        ax.bar(pos, vals, width, yerr=es, capsize=3, label=label)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -21,7 +21,7 @@ import math
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +50,7 @@ class ReproduceSettings:
     dim: int = 100
     noise: float = 0.05
     data_seed: int = 0
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 512
     lr: float = 1e-3
     kl_warmup: float = 0.2
@@ -59,10 +59,6 @@ class ReproduceSettings:
     iwae_k: int = 1000
     embed_steps: int | None = None   # None: EmbedConfig's default
     workers: int = 0                 # parallel training processes (0: one per core, at most 4)
-
-    def resolved_workers(self) -> int:
-        """Small MLPs use cores better as independent 1-thread processes than as threads."""
-        return self.workers if self.workers > 0 else max(1, min(4, os.cpu_count() or 1))
 
     @classmethod
     def quick(cls) -> "ReproduceSettings":
@@ -80,21 +76,29 @@ ROWS = [
 ]
 
 
-def _embedding(settings: ReproduceSettings, out: Path, force: bool, log) -> Path:
-    path = out / "embedding"
-    if (path / "embedding.pt").is_file() and not force:
-        return path
-    cfg = EmbedConfig(latent="S1", seed=0)
-    if settings.embed_steps is not None:
-        cfg.steps = settings.embed_steps
-    log(f"training the learned circle embedding (WAE-MMD, {cfg.steps} steps)")
+def embedding_needed(cfg: EmbedConfig, path: Path, force: bool) -> bool:
+    """Whether the embedding at ``path`` must be (re)trained: missing, forced, or another config."""
+    if force or not ((path / "embedding.pt").is_file() and (path / "report.json").is_file()):
+        return True
+    try:
+        saved = json.loads((path / "report.json").read_text()).get("config")
+    except (OSError, json.JSONDecodeError):
+        return True
+    return saved is not None and saved != json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _embed_job(job):
+    """Train one learned embedding into ``path`` (report.json: quality report, history, config);
+    runs in a worker process."""
+    cfg, path = job
+    torch.set_num_threads(1)
     t = time.perf_counter()
     emb, history = fit_learned_embedding(cfg)
-    seconds = time.perf_counter() - t
     report = embedding_quality(emb, emb.manifold)
-    report["train_seconds"] = seconds
-    save_embedding(emb, path, report=report, config=cfg)
-    write_json(path / "report.json", {"report": report, "history": history})
+    report["train_seconds"] = time.perf_counter() - t
+    save_embedding(emb, Path(path), report=report, config=cfg)
+    write_json(Path(path) / "report.json", {"report": report, "history": history,
+                                            "config": dataclasses.asdict(cfg)})
     return path
 
 
@@ -110,11 +114,12 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     ll_true, ll_err = true_log_likelihood(bench, x_test)
     log(f"true log-likelihood of the test set: {float(ll_true.mean()):.3f} "
         f"(quadrature error {ll_err:.1e}); signal/noise per coordinate {bench.signal_to_noise():.2f}")
-    emb_dir = _embedding(settings, out, force, log)
-    emb_report = json.loads((emb_dir / "report.json").read_text())["report"]
+    emb_dir = out / "embedding"
+    emb_cfg = EmbedConfig(latent="S1", seed=0)
+    if settings.embed_steps is not None:
+        emb_cfg.steps = settings.embed_steps
 
-    jobs, runs = [], {key: [None] * settings.seeds for key, *_ in ROWS}
-    workers = settings.resolved_workers()
+    jobs, runs = [], {key: [] for key, *_ in ROWS}
     for key, name, latent, embedding, ga in ROWS:
         for seed in range(settings.seeds):
             run_dir = out / "runs" / f"{key}-seed{seed}"
@@ -122,39 +127,13 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
                             group_action=ga, hidden=list(settings.hidden), steps=settings.steps,
                             batch_size=settings.batch_size, lr=settings.lr,
                             kl_warmup=settings.kl_warmup, seed=seed, iwae_k=settings.iwae_k,
-                            checkpoint_every=max(1, settings.steps // 4),
-                            threads=max(1, (os.cpu_count() or 1) // workers))
-            if (run_dir / METRICS).is_file() and not force:
-                saved = json.loads((run_dir / "config.json").read_text()).get("config")
-                if saved == cfg.to_dict():
-                    log(f"{name} seed {seed}: reusing finished run in {run_dir}")
-                    runs[key][seed] = run_dir
-                    continue
-            jobs.append((key, seed, cfg.to_dict(), str(run_dir)))
-    data_args = (bench.to_dict(), settings.n_train, settings.n_test)
-    if jobs:
-        log(f"training {len(jobs)} models ({settings.steps} steps each) in {workers} process(es)")
-        bar = _job_bar(len(jobs), progress)
-        if workers == 1:
-            for job in jobs:
-                key, seed, run_dir = _train_job(data_args, job)
-                runs[key][seed] = Path(run_dir)
-                bar()
-        else:
-            # a pool that raises when a worker dies (multiprocessing.Pool would wait forever)
-            ctx = multiprocessing.get_context("spawn")
-            try:
-                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                    futures = [pool.submit(_train_job, data_args, j) for j in jobs]
-                    for fut in as_completed(futures):
-                        key, seed, run_dir = fut.result()
-                        runs[key][seed] = Path(run_dir)
-                        bar()
-            except BrokenProcessPool:
-                raise ManifoldVAEError(
-                    f"a training worker process died; finished runs are kept in {out / 'runs'} "
-                    f"and are reused when the same command is run again") from None
-        bar(close=True)
+                            checkpoint_every=max(1, settings.steps // 4))
+            runs[key].append(run_dir)
+            jobs.append((f"{name} seed {seed}", cfg, run_dir,
+                         (bench.to_dict(), settings.n_train, settings.n_test)))
+    run_jobs(jobs, settings.workers, out, force=force, progress=progress, log=log,
+             embeddings=[(emb_cfg, emb_dir)])
+    emb_report = json.loads((emb_dir / "report.json").read_text())["report"]
     runs = {key: [_load_finished(d) for d in dirs] for key, dirs in runs.items()}
     results = _summarize(settings, runs, ll_true, ll_err, bench, emb_report)
     results["total_seconds"] = time.perf_counter() - t_start
@@ -165,14 +144,77 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     return results
 
 
-def _train_job(data_args, job):
-    """Train one (row, seed) into its run directory; runs in a worker process."""
-    bench_dict, n_train, n_test = data_args
-    key, seed, cfg_dict, run_dir = job
+def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
+             embeddings=()) -> None:
+    """Train ``jobs`` = ``[(label, FitConfig, run_dir, (bench dict, n_train, n_test))]``, after
+    the learned ``embeddings`` = ``[(EmbedConfig, path)]`` their configs name (``embedding=path``).
+
+    A run directory holding finished metrics of the same config is reused, and so is a trained
+    embedding of the same config (unless ``force``). Everything runs in ``workers`` spawned
+    processes (0: one per core, at most 4) of one thread each — small MLPs use cores better as
+    independent processes than as threads; embeddings start first, runs that need one are
+    queued when it is done, the others fill the remaining workers meanwhile.
+    """
+    workers = workers if workers > 0 else max(1, min(4, os.cpu_count() or 1))
+    emb_todo = [(cfg, str(path)) for cfg, path in embeddings if embedding_needed(cfg, Path(path), force)]
+    pending = {path for _, path in emb_todo}
+    todo = []
+    for label, cfg, run_dir, data_args in jobs:
+        cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // workers))
+        if (run_dir / METRICS).is_file() and not force and cfg.embedding not in pending:
+            try:
+                saved = json.loads((run_dir / "config.json").read_text()).get("config")
+            except (OSError, json.JSONDecodeError):
+                saved = None
+            if saved == cfg.to_dict():
+                log(f"{label}: reusing finished run in {run_dir}")
+                continue
+        todo.append((cfg.to_dict(), str(run_dir), data_args))
+    if not todo and not emb_todo:
+        return
+    for cfg, path in emb_todo:
+        log(f"training the learned embedding of {cfg.latent} (WAE-MMD, {cfg.steps} steps) in {path}")
+    log(f"training {len(todo)} models in {workers} process(es)")
+    bar = _job_bar(len(todo) + len(emb_todo), progress)
+    waiting = {path: [j for j in todo if j[0]["embedding"] == path] for path in pending}
+    ready = [j for j in todo if j[0]["embedding"] not in pending]
+    if workers == 1:
+        for job in emb_todo:
+            _embed_job(job)
+            bar()
+        for job in todo:
+            _train_job(job)
+            bar()
+        bar(close=True)
+        return
+    # a pool that raises when a worker dies (multiprocessing.Pool would wait forever)
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_embed_job, j): j[1] for j in emb_todo}
+            futures.update({pool.submit(_train_job, j): None for j in ready})
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    path = futures.pop(fut)
+                    fut.result()
+                    bar()
+                    for j in waiting.pop(path, []) if path is not None else []:
+                        futures[pool.submit(_train_job, j)] = None
+    except BrokenProcessPool:
+        raise ManifoldVAEError(
+            f"a training worker process died; finished runs are kept under {out} "
+            f"and are reused when the same command is run again") from None
+    bar(close=True)
+
+
+def _train_job(job):
+    """Train one model into its run directory; runs in a worker process."""
+    cfg_dict, run_dir, (bench_dict, n_train, n_test) = job
     x, _ = ManifoldBenchmark(**bench_dict).sample(n_train + n_test)
-    cfg = FitConfig(**cfg_dict)
-    run_fit(cfg, x[:n_train], Path(run_dir), x_test=x[n_train:], force=True, log=lambda m: None)
-    return key, seed, run_dir
+    run_fit(FitConfig(**cfg_dict), x[:n_train], Path(run_dir), x_test=x[n_train:], force=True,
+            log=lambda m: None)
+    return run_dir
 
 
 def _job_bar(total: int, enabled: bool):
@@ -188,11 +230,11 @@ def _job_bar(total: int, enabled: bool):
     return update
 
 
-def _load_finished(run_dir: Path) -> dict:
+def _load_finished(run_dir: Path, with_model: bool = True) -> dict:
     metrics = json.loads((run_dir / METRICS).read_text())
     per = torch.from_numpy(np.load(run_dir / "test_per_example.npy"))[1]
     history = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if l]
-    model, _, _ = load_run(run_dir)
+    model = load_run(run_dir)[0] if with_model else None
     return {"metrics": metrics, "iwae": per, "history": history, "model": model}
 
 

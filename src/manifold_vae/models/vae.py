@@ -21,15 +21,34 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..distributions import HiddenSpace
+from ..distributions import (SPHERE_FAMILIES, HiddenSpace,
+                             log_sphere_volume, sphere_posterior)
+from ..distributions.spherical import concentration_from_raw
 from ..distributions.box import beta_rsample_and_kl
 from ..distributions.hidden import LOG_SIGMA_BOUNDS
 from ..embeddings import ExactEmbedding
-from ..manifolds import Manifold, parse_latent
+from ..manifolds import Circle, Manifold, Sphere, parse_latent
+from ..manifolds.base import safe_normalize
 from .networks import MLP
 
 LOG_2PI = math.log(2 * math.pi)
 LOG_SCALE_BOUNDS = (-9.0, 5.0)
+
+
+def parse_model_latent(spec: str | Manifold) -> tuple[str | None, Manifold]:
+    """``"S2" -> (None, S2)`` (ER or Gaussian VAE); ``"vmf:S2" -> ("vmf", S2)``: a posterior
+    family living directly on a sphere (``vmf``, ``powerspherical``)."""
+    if isinstance(spec, Manifold) or ":" not in spec:
+        return None, parse_latent(spec)
+    family, _, rest = spec.partition(":")
+    if family not in SPHERE_FAMILIES:
+        raise ValueError(f"unknown posterior family {family!r} in latent {spec!r}. Valid forms: "
+                         f"a latent spec (R3, S1, S2, T2, SO3, products joined by x), or "
+                         f"{'|'.join(SPHERE_FAMILIES)}:S<n> (a sphere, e.g. vmf:S2)")
+    manifold = parse_latent(rest)
+    if not isinstance(manifold, (Sphere, Circle)):
+        raise ValueError(f"the {family} posterior lives on a sphere S<n>; got {manifold.spec}")
+    return family, manifold
 
 
 class VAE(nn.Module):
@@ -55,15 +74,20 @@ class VAE(nn.Module):
                  group_action: bool = False, hidden: Sequence[int] = (256, 256),
                  activation: str = "relu"):
         super().__init__()
-        self.manifold = parse_latent(latent)
+        self.family, self.manifold = parse_model_latent(latent)
+        self.spec = (f"{self.family}:" if self.family else "") + self.manifold.spec
         if group_action and self.manifold.group_param_dim == 0:
             raise ValueError(f"latent {self.manifold.spec} has no group action")
+        if self.family and (group_action or embedding is not None):
+            raise ValueError(f"the {self.family} posterior lives on the sphere itself: "
+                             "no embedding and no group action")
         self.data_dim = int(data_dim)
         self.group_action = bool(group_action)
         self.hidden_space = HiddenSpace(self.manifold.hidden_kinds)
         n_group = self.manifold.group_param_dim if group_action else 0
-        self.encoder = MLP(self.data_dim, hidden, self.hidden_space.param_dim + n_group,
-                           activation=activation)
+        # spherical posteriors: a mean direction in R^{n+1} and one concentration
+        n_post = self.manifold.ambient_dim + 1 if self.family else self.hidden_space.param_dim
+        self.encoder = MLP(self.data_dim, hidden, n_post + n_group, activation=activation)
         self.embedding = embedding if embedding is not None else ExactEmbedding(self.manifold)
         if getattr(self.embedding, "manifold", self.manifold).spec != self.manifold.spec:
             raise ValueError(f"embedding is for {self.embedding.manifold.spec}, "
@@ -91,16 +115,27 @@ class VAE(nn.Module):
         return (x - self.data_shift) / self.data_scale
 
     # ------------------------------------------------------------------ pieces
+    def _sphere_posterior(self, raw: Tensor):
+        p = self.manifold.ambient_dim
+        return sphere_posterior(self.family, safe_normalize(raw[..., :p]),
+                                concentration_from_raw(raw[..., p]))
+
     def encode(self, x: Tensor):
-        """``(q(z|x), g(x))`` for raw observations ``x``; ``g`` is ``None`` without group action."""
+        """``(q(z|x), g(x))`` for raw observations ``x``; ``g`` is ``None`` without group action.
+
+        For a spherical posterior family ``q`` is a distribution on the sphere itself."""
         raw = self.encoder(self.standardize(x))
+        if self.family:
+            return self._sphere_posterior(raw), None
         n_hidden = self.hidden_space.param_dim
         q = self.hidden_space.posterior(raw[..., :n_hidden])
         g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
         return q, g
 
     def latent_point(self, z: Tensor, g=None) -> Tensor:
-        """``m = g · f(z)``."""
+        """``m = g · f(z)`` (``m = z`` for a spherical posterior family)."""
+        if self.family:
+            return z
         m = self.embedding(z)
         return m if g is None else self.manifold.act(g, m)
 
@@ -135,6 +170,14 @@ class VAE(nn.Module):
         """Negative (β-weighted) ELBO averaged over the batch, with its parts (per example)."""
         x_std = self.standardize(x)
         raw = self.encoder(x_std).float()
+        if self.family:
+            q = self._sphere_posterior(raw)
+            z = q.rsample()
+            kl = -q.entropy() + log_sphere_volume(self.manifold.ambient_dim)
+            rec = self.log_likelihood(x_std, z)
+            loss = (kl_weight * kl - rec).mean()
+            return {"loss": loss, "elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
+                    "reconstruction": rec.detach().mean()}
         n_hidden = self.hidden_space.param_dim
         z, kl = self._sample_with_kl(raw[..., :n_hidden])
         if isinstance(self.embedding, ExactEmbedding):  # fused g·f(z) where the manifold has one
@@ -157,17 +200,22 @@ class VAE(nn.Module):
         x_std = self.standardize(x)
         q, g = self.encode(x)
         z = q.rsample((k,))
-        log_w = (self.log_likelihood(x_std, self.latent_point(z, g))
-                 + self.hidden_space.prior_log_prob(z) - q.log_prob(z))
-        return log_w
+        if self.family:   # densities on the sphere w.r.t. its surface measure; prior uniform
+            log_prior = -log_sphere_volume(self.manifold.ambient_dim)
+        else:
+            log_prior = self.hidden_space.prior_log_prob(z)
+        return self.log_likelihood(x_std, self.latent_point(z, g)) + log_prior - q.log_prob(z)
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
-        """The posterior's central latent point ``g(x) · f(mean of q(z|x))`` on ``M``."""
+        """The posterior's central latent point ``g(x) · f(mean of q(z|x))`` on ``M`` (the mean
+        direction for a spherical posterior family)."""
         q, g = self.encode(x)
+        if self.family:
+            return q.loc
         return self.latent_point(q.mean, g)
 
     def describe(self) -> dict:
-        return {"latent": self.manifold.spec, "data_dim": self.data_dim,
+        return {"latent": self.spec, "data_dim": self.data_dim,
                 "group_action": self.group_action,
                 "embedding": getattr(self.embedding, "kind", type(self.embedding).__name__)}

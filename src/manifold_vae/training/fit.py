@@ -152,7 +152,7 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
     t = time.perf_counter()
     ev = evaluate(model, x_test, k=config.iwae_k)
     eval_seconds = time.perf_counter() - t
-    metrics = {"latent": model.manifold.spec, "embedding": config.embedding,
+    metrics = {"latent": model.spec, "embedding": config.embedding,
                "group_action": config.group_action,
                # see experiments/reproduce.py: a group action on a learned f voids the bound
                "iwae_is_bound": not (config.group_action and config.embedding != "exact"),
@@ -165,7 +165,8 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
                "world_size": dist_info.world_size, "device": str(device)}
     if result["history"]:
         last = result["history"][-1]
-        metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"]})
+        metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"],
+                        "skipped_steps": last.get("skipped_steps", 0)})
     metrics.update(ceiling_metrics(sidecar, x_test, ev["per_example_iwae"]))
     metrics["_per_example_iwae"] = ev["per_example_iwae"]
     metrics["_per_example_elbo"] = ev["per_example_elbo"]

@@ -20,6 +20,7 @@ from ..embeddings.quality import embedding_quality
 from ..errors import CheckpointError, UsageError
 from ..manifolds import parse_latent
 from ..models import VAE
+from ..models.vae import parse_model_latent
 from .checkpoint import safe_torch_load
 from .config import FitConfig, config_from
 
@@ -49,13 +50,16 @@ def build_model(config: FitConfig, data_dim: int, *, embedding: torch.nn.Module 
                 ) -> VAE:
     """The untrained model a config describes (``embedding``: a ready learned embedding)."""
     try:
-        manifold = parse_latent(config.latent)
+        family, manifold = parse_model_latent(config.latent)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if family and (config.group_action or config.embedding != "exact"):
+        raise UsageError(f"the {family} posterior lives on the sphere itself: it takes no "
+                         "--group-action and no learned embedding")
     if config.group_action and manifold.group_param_dim == 0:
         raise UsageError(f"latent {manifold.spec} has no group action; drop --group-action")
     try:
-        return VAE(data_dim, manifold, embedding=embedding, group_action=config.group_action,
+        return VAE(data_dim, config.latent, embedding=embedding, group_action=config.group_action,
                    hidden=config.hidden, activation=config.activation)
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -65,7 +69,13 @@ def prepare_embedding(config: FitConfig, run_dir: Path | None, *, log=print):
     """The embedding a config asks for: ``None`` (exact), a freshly trained or a loaded one."""
     if config.embedding == "exact":
         return None
-    manifold = parse_latent(config.latent)
+    try:
+        family, manifold = parse_model_latent(config.latent)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if family:
+        raise UsageError(f"the {family} posterior lives on the sphere itself: it takes no "
+                         "learned embedding")
     if config.embedding == "learned":
         if not manifold.compact:
             raise UsageError(f"a learned embedding needs a compact latent, got {manifold.spec}")

@@ -144,6 +144,7 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 else contextlib.nullcontext())
     sums = torch.zeros(4, dtype=torch.float64)
     count = 0
+    skipped = recent_skips = 0     # steps skipped for a non-finite loss/gradient (this session)
     t0 = time.perf_counter() - elapsed
     model.train()
 
@@ -161,22 +162,37 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 out = net(x_train[idx], beta)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
+            # a step with a non-finite loss or gradient is skipped (one NaN would poison every
+            # parameter through Adam); persistent ones stop the run. With several processes
+            # the gradients are already all-reduced, so every rank decides alike.
+            norm = torch.nn.utils.clip_grad_norm_(
+                params, config.grad_clip if config.grad_clip > 0 else float("inf"))
+            finite = bool(torch.isfinite(norm)) and bool(torch.isfinite(out["loss"].detach()))
+            if finite:
+                opt.step()
+            else:
+                skipped += 1
+                recent_skips += 1
+                if recent_skips > max(10, config.log_every // 10):
+                    raise ManifoldVAEError(
+                        f"training diverged: {recent_skips} steps with a non-finite loss or "
+                        f"gradient before step {step + 1} (last checkpoint kept)")
             sched.step()
             done = step + 1
-            sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
-                                 out["reconstruction"]]).double().cpu()
-            count += 1
+            if finite:
+                sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
+                                     out["reconstruction"]]).double().cpu()
+                count += 1
             if done % config.log_every == 0 or done == config.steps:
-                avg = (sums / count).tolist()
-                if not all(math.isfinite(v) for v in avg):
+                avg = (sums / max(count, 1)).tolist()
+                if count == 0 or not all(math.isfinite(v) for v in avg):
                     raise ManifoldVAEError(f"training diverged: non-finite loss at step {done} "
                                            f"(last checkpoint kept)")
                 row = {"step": done, "loss": avg[0], "elbo": avg[1], "kl": avg[2],
                        "reconstruction": avg[3], "kl_weight": beta,
-                       "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+                       "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0,
+                       "skipped_steps": skipped}
+                recent_skips = 0
                 history.append(row)
                 if writes:
                     with open(log_path, "a") as fh:

@@ -1,0 +1,112 @@
+"""Cost of the latent layer alone — sampling plus KL, forward and backward — for the ER posterior
+and its spherical peers (von Mises–Fisher, Power Spherical) on S^n, and of whole training steps.
+
+    python benchmarks/latent_layer.py [--batch 256] [--rounds 7] [--threads 1]
+
+Latent layer: from encoder outputs (a leaf tensor, batch 256) to a point on S^n and the KL to the
+uniform prior, then ``backward`` of ``sum(point · w) + sum(KL)``. ER: fused Beta sample + KL in
+the hidden box, then the embedding f (exact map on S^2; a learned 128-128 MLP on S^10, where no
+exact map is known). Whole steps: the same 256-256 MLP encoder/decoder, D=100, Adam, batch 512.
+Every timing is the median over rounds of an interleaved loop; ratios are taken within this run.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from manifold_vae import VAE
+from manifold_vae.distributions import log_sphere_volume, sphere_posterior
+from manifold_vae.distributions.box import beta_rsample_and_kl
+from manifold_vae.distributions.spherical import concentration_from_raw
+from manifold_vae.embeddings import ExactEmbedding, LearnedEmbedding
+from manifold_vae.manifolds import parse_latent
+from manifold_vae.manifolds.base import safe_normalize
+
+
+def er_layer(n: int, batch: int):
+    m = parse_latent(f"S{n}")
+    f = ExactEmbedding(m) if n <= 3 else LearnedEmbedding(m).requires_grad_(False)
+    raw = torch.randn(batch, 2 * n, requires_grad=True)
+    w = torch.randn(batch, n + 1)
+
+    def run():
+        z, kl = beta_rsample_and_kl(raw[:, :n], raw[:, n:])
+        (f(z) * w).sum().add(kl.sum()).backward()
+    return run
+
+
+def sphere_layer(family: str, n: int, batch: int):
+    p = n + 1
+    raw = torch.randn(batch, p + 1, requires_grad=True)
+    w = torch.randn(batch, p)
+
+    def run():
+        q = sphere_posterior(family, safe_normalize(raw[:, :p]), concentration_from_raw(raw[:, p] + 3))
+        x = q.rsample()
+        kl = -q.entropy() + log_sphere_volume(p)
+        (x * w).sum().add(kl.sum()).backward()
+    return run
+
+
+def step(model, x):
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def run():
+        out = model.loss(x, 1.0)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+    return run
+
+
+def timed(fns: dict, rounds: int, reps: int) -> dict:
+    for fn in fns.values():
+        for _ in range(5):
+            fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[k].append((time.perf_counter() - t) / reps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--step-reps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dims", type=int, nargs="+", default=[2, 10])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"latent layer (sample + KL, forward + backward), batch {args.batch}, "
+          f"{args.threads} thread(s), median of {args.rounds} rounds x {args.reps}")
+    print(f"{'n':>3s} {'ER µs':>9s} {'vMF µs':>9s} {'PS µs':>9s} {'vMF/ER':>7s} {'PS/ER':>7s}")
+    for n in args.dims:
+        t = timed({"er": er_layer(n, args.batch), "vmf": sphere_layer("vmf", n, args.batch),
+                   "ps": sphere_layer("powerspherical", n, args.batch)}, args.rounds, args.reps)
+        print(f"{n:3d} {t['er'] * 1e6:9.0f} {t['vmf'] * 1e6:9.0f} {t['ps'] * 1e6:9.0f} "
+              f"{t['vmf'] / t['er']:7.2f} {t['ps'] / t['er']:7.2f}")
+
+    print(f"\nwhole training step, batch 512, D=100, 256-256 MLPs (ratios to the Gaussian VAE d=n)")
+    x = torch.randn(512, 100)
+    for n in args.dims:
+        m = parse_latent(f"S{n}")
+        er = VAE(100, m) if n <= 3 else VAE(100, m, embedding=LearnedEmbedding(m))
+        models = {"gaussian": VAE(100, f"R{n}"), "ER": er,
+                  "vMF": VAE(100, f"vmf:S{n}"), "PS": VAE(100, f"powerspherical:S{n}")}
+        t = timed({k: step(v, x) for k, v in models.items()}, args.rounds, args.step_reps)
+        cells = "  ".join(f"{k} {t[k] * 1e3:.2f} ms ({t[k] / t['gaussian']:.2f})" for k in models)
+        print(f"S{n}: {cells}")
+
+
+if __name__ == "__main__":
+    main()

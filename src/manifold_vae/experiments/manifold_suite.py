@@ -1,0 +1,255 @@
+"""``reproduce --suite manifolds``: the ER VAE on S1, S2, T2 and SO3 benchmarks, against Gaussian VAEs.
+
+For each manifold ``M``: data ``m ~ U(M)`` through a fixed random MLP (input: M's ambient
+coordinates) into ``R^D`` plus noise σ (defaults D=100, σ=0.05). Rows (same networks, steps,
+optimiser, KL warm-up and evaluation for all):
+
+- Gaussian VAE with ``d = dim(M)`` and with ``d = ambient(M)`` (the flat baselines);
+- ER, exact f + group action (the matched manifold model);
+- ER, learned f (WAE-MMD on ``U(M)``) + group action — not a likelihood bound (see the circle
+  suite: the learned f#p is only nearly invariant under the group).
+
+The ceiling is the true log-likelihood of the test set (quadrature on S1, S2, T2; adaptive
+importance sampling on SO3, see :mod:`..evaluation.ceiling`), and each row's gap to it is the
+mean over test examples of ``log p(x) - IWAE(x)``. Finished runs are reused when the command is
+run again with the same ``--out``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..data import ManifoldBenchmark
+from ..embeddings import EmbedConfig
+from ..evaluation import true_log_likelihood
+from ..manifolds import parse_latent
+from ..training.config import FitConfig
+from ..training.runs import write_json
+from .figures import plot_grouped_bars
+from .reproduce import _load_finished, _mean_std, run_jobs
+
+
+@dataclass
+class ManifoldSuiteSettings:
+    """Sizes of the manifold suite (defaults: the full table; ``quick()``: a smoke test)."""
+
+    latents: list[str] = field(default_factory=lambda: ["S1", "S2", "T2", "SO3"])
+    n_train: int = 20000
+    n_test: int = 2000
+    dim: int = 100
+    noise: float = 0.05
+    data_seed: int = 0
+    steps: int = 4000
+    batch_size: int = 512
+    lr: float = 1e-3
+    kl_warmup: float = 0.2
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    seeds: int = 2
+    iwae_k: int = 1000
+    embed_steps: int | None = None   # None: EmbedConfig's default
+    workers: int = 0                 # parallel training processes (0: one per core, at most 4)
+
+    suite: str = "manifolds"         # which rows: "manifolds" or "peers" (see suite_rows)
+
+    @classmethod
+    def quick(cls) -> "ManifoldSuiteSettings":
+        return cls(n_train=5000, n_test=500, steps=1500, seeds=1, iwae_k=200, embed_steps=1000)
+
+    @classmethod
+    def peers(cls) -> "ManifoldSuiteSettings":
+        """The peers suite: circle and sphere benchmarks, spherical posteriors beside ER."""
+        return cls(latents=["S1", "S2"], suite="peers")
+
+    @classmethod
+    def peers_quick(cls) -> "ManifoldSuiteSettings":
+        return dataclasses.replace(cls.quick(), latents=["S1", "S2"], suite="peers")
+
+
+def suite_rows(spec: str, suite: str = "manifolds") -> list[tuple[str, str, str, str, bool]]:
+    """``(key, name, latent, embedding, group action)`` of the rows for manifold ``spec``.
+
+    ``suite="manifolds"``: Gaussian VAEs of dim(M) and ambient(M), ER exact f + GA, ER learned
+    f + GA. ``suite="peers"`` (spheres) adds the von Mises–Fisher and Power Spherical VAEs and
+    ER exact f without group action."""
+    m = parse_latent(spec)
+    gauss = [("gauss-dim", f"Gaussian VAE, d={m.dim} = dim(M)", f"R{m.dim}", "exact", False),
+             ("gauss-ambient", f"Gaussian VAE, d={m.ambient_dim} = ambient(M)",
+              f"R{m.ambient_dim}", "exact", False)]
+    er_ga = [("er-exact-ga", "ER, exact f + group action", spec, "exact", True),
+             ("er-learned-ga", "ER, learned f + group action", spec, "learned", True)]
+    if suite == "manifolds":
+        return gauss + er_ga
+    if suite == "peers":
+        return gauss + [("vmf", "von Mises–Fisher (S-VAE)", f"vmf:{spec}", "exact", False),
+                        ("powerspherical", "Power Spherical", f"powerspherical:{spec}", "exact", False),
+                        ("er-exact", "ER, exact f", spec, "exact", False)] + er_ga
+    raise ValueError(f"unknown suite {suite!r}")
+
+
+def reproduce_manifolds(settings: ManifoldSuiteSettings, out: Path, *, force: bool = False,
+                        progress: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the manifold suite; writes results.json, results.md and a figure."""
+    t_start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    per_manifold, jobs, runs, embeddings = {}, [], {}, []
+    for spec in settings.latents:
+        bench = ManifoldBenchmark(spec, dim=settings.dim, noise=settings.noise,
+                                  seed=settings.data_seed)
+        x, _ = bench.sample(settings.n_train + settings.n_test)
+        ll, err, info = true_log_likelihood(bench, x[settings.n_train:], return_info=True)
+        log(f"{spec}: true log-likelihood of the test set {float(ll.mean()):.3f} "
+            f"({info['method']}, numerical error {err:.1e}); "
+            f"signal/noise per coordinate {bench.signal_to_noise():.2f}")
+        emb_dir = out / "embeddings" / spec
+        emb_cfg = EmbedConfig(latent=spec, seed=0)
+        if settings.embed_steps is not None:
+            emb_cfg.steps = settings.embed_steps
+        embeddings.append((emb_cfg, emb_dir))
+        per_manifold[spec] = {"bench": bench, "ll": ll, "ll_err": err, "ll_method": info["method"],
+                              "embedding_dir": emb_dir}
+        for key, name, latent, embedding, ga in suite_rows(spec, settings.suite):
+            for seed in range(settings.seeds):
+                run_dir = out / "runs" / spec / f"{key}-seed{seed}"
+                cfg = FitConfig(latent=latent,
+                                embedding=str(emb_dir) if embedding == "learned" else "exact",
+                                group_action=ga, hidden=list(settings.hidden), steps=settings.steps,
+                                batch_size=settings.batch_size, lr=settings.lr,
+                                kl_warmup=settings.kl_warmup, seed=seed, iwae_k=settings.iwae_k,
+                                checkpoint_every=max(1, settings.steps // 4))
+                runs.setdefault(spec, {}).setdefault(key, []).append(run_dir)
+                jobs.append((f"{spec} {name} seed {seed}", cfg, run_dir,
+                             (bench.to_dict(), settings.n_train, settings.n_test)))
+    run_jobs(jobs, settings.workers, out, force=force, progress=progress, log=log,
+             embeddings=embeddings)
+    for info in per_manifold.values():
+        info["embedding"] = json.loads((info["embedding_dir"] / "report.json").read_text())["report"]
+    loaded = {spec: {key: [_load_finished(d, with_model=False) for d in dirs]
+                     for key, dirs in rs.items()} for spec, rs in runs.items()}
+    results = _summarize(settings, per_manifold, loaded)
+    results["total_seconds"] = time.perf_counter() - t_start
+    write_json(out / "results.json", results)
+    (out / "results.md").write_text(results_markdown(results))
+    _figure(results, out / "gaps.png")
+    log(f"wrote {out}/results.json, results.md and gaps.png in {results['total_seconds']:.0f} s")
+    return results
+
+
+def _summarize(settings, per_manifold, loaded) -> dict:
+    manifolds = []
+    for spec, info in per_manifold.items():
+        ll = info["ll"]
+        rows = []
+        for key, name, latent, embedding, ga in suite_rows(spec, settings.suite):
+            rs = loaded[spec][key]
+            elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in rs])
+            iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in rs])
+            gaps = [float((ll - r["iwae"]).mean()) for r in rs]
+            # standard error over test examples of the gap, averaged over seeds
+            gap_se = float(math.sqrt(sum(float((ll - r["iwae"]).var() / len(ll)) for r in rs))
+                           / len(rs))
+            rows.append({
+                "key": key, "name": name, "latent": latent, "embedding": embedding,
+                "group_action": ga, "seeds": len(rs),
+                "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
+                "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
+                "gap_to_true_ll_mean": float(np.mean(gaps)), "gap_to_true_ll_std": _mean_std(gaps)[1],
+                "gap_to_true_ll_stderr": gap_se,
+                "valid_bound": not (embedding == "learned" and ga),
+                "train_seconds_mean": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
+                "seconds_per_step_mean": float(np.mean([r["metrics"]["seconds_per_step"] for r in rs])),
+            })
+        er = [r for r in rows if r["latent"] == spec and r["valid_bound"]]
+        peers = [r for r in rows if ":" in r["latent"]]
+        best = max(er, key=lambda r: r["test_iwae_mean"])
+        gauss = [r for r in rows if r["key"].startswith("gauss")]
+        best_gauss = max(gauss, key=lambda r: r["test_iwae_mean"])
+        manifolds.append({
+            "latent": spec, "benchmark": info["bench"].to_dict(),
+            "signal_to_noise": info["bench"].signal_to_noise(),
+            "true_log_likelihood": float(ll.mean()),
+            "true_log_likelihood_stderr": float(ll.std() / math.sqrt(len(ll))),
+            "true_log_likelihood_numerical_error": info["ll_err"],
+            "true_log_likelihood_method": info["ll_method"],
+            "learned_embedding": info["embedding"],
+            "best_er_row": best["name"], "best_er_gap": best["gap_to_true_ll_mean"],
+            "best_gaussian_row": best_gauss["name"], "best_gaussian_gap": best_gauss["gap_to_true_ll_mean"],
+            **({"best_peer_row": max(peers, key=lambda r: r["test_iwae_mean"])["name"],
+                "best_peer_gap": max(peers, key=lambda r: r["test_iwae_mean"])["gap_to_true_ll_mean"]}
+               if peers else {}),
+            "rows": rows,
+        })
+    return {"suite": settings.suite, "settings": dataclasses.asdict(settings), "manifolds": manifolds}
+
+
+def results_markdown(res: dict) -> str:
+    s = res["settings"]
+    specs = ", ".join(m["latent"] for m in res["manifolds"])
+    title = {"manifolds": f"Manifold suite: ER VAEs against Gaussian VAEs on {specs} benchmarks",
+             "peers": f"Peers suite: spherical posteriors, ER and Gaussian VAEs on {specs} benchmarks"}
+    first = res["manifolds"][0]["rows"]
+    labels = [_short(r) for r in first]
+    lines = [
+        f"# {title.get(res['suite'], res['suite'])}",
+        "",
+        f"Data per manifold: {s['n_train']} train / {s['n_test']} test points, uniform on M -> "
+        f"random MLP (100 ReLU, Xavier-uniform) -> R^{s['dim']}, noise σ={s['noise']}. All models: "
+        f"{'-'.join(map(str, s['hidden']))} MLP encoder/decoder, {s['steps']} steps, batch "
+        f"{s['batch_size']}, Adam {s['lr']} one-cycle, KL warm-up over the first "
+        f"{s['kl_warmup']:.0%}, {s['seeds']} seed(s); IWAE with K={s['iwae_k']}.",
+        "",
+        "Gap = true log-likelihood − test IWAE (nats/example; mean over seeds, ± standard error "
+        "over test examples). ‡: not a likelihood bound (learned f with a group action).",
+        "",
+        "| M | true LL (method, error) | " + " | ".join(labels) + " | best valid ER gap |",
+        "|---|---|" + "---|" * len(labels) + "---|",
+    ]
+    for m in res["manifolds"]:
+        method = "IS" if "importance" in m["true_log_likelihood_method"] else "quadrature"
+        cells = [f"{r['gap_to_true_ll_mean']:.3f} ± {r['gap_to_true_ll_stderr']:.3f}"
+                 for r in m["rows"]]
+        lines.append(f"| {m['latent']} | {m['true_log_likelihood']:.3f} ({method}, "
+                     f"{m['true_log_likelihood_numerical_error']:.0e}) | " + " | ".join(cells)
+                     + f" | **{m['best_er_gap']:.3f}** |")
+    lines += ["", "Per manifold (test ELBO and IWAE: mean ± std over seeds; training time per "
+              "model and per step):", ""]
+    for m in res["manifolds"]:
+        e = m["learned_embedding"]
+        lines += [f"## {m['latent']}", "",
+                  f"Signal/noise per coordinate {m['signal_to_noise']:.2f}. Learned embedding: "
+                  f"distance from M {e['distance_mean']:.4f}, MMD² {e['mmd']:.2e} "
+                  f"(null max {e['mmd_null_max']:.2e}, p = {e['mmd_p_value']:.2f}), volume element "
+                  f"cv {e['volume_element_cv']:.3f}.", "",
+                  "| model | test ELBO | test IWAE | gap | train s | s/step |",
+                  "|---|---|---|---|---|---|"]
+        for r in m["rows"]:
+            mark = "" if r["valid_bound"] else " ‡"
+            lines.append(f"| {r['name']}{mark} | {r['test_elbo_mean']:.3f} ± {r['test_elbo_std']:.3f} "
+                         f"| {r['test_iwae_mean']:.3f} ± {r['test_iwae_std']:.3f} "
+                         f"| {r['gap_to_true_ll_mean']:.3f} | {r['train_seconds_mean']:.0f} "
+                         f"| {r['seconds_per_step_mean'] * 1e3:.1f} ms |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _short(row: dict) -> str:
+    names = {"gauss-dim": "Gaussian d=dim(M)", "gauss-ambient": "Gaussian d=ambient(M)",
+             "vmf": "vMF", "powerspherical": "Power Spherical", "er-exact": "ER exact f",
+             "er-exact-ga": "ER exact f + GA", "er-learned-ga": "ER learned f + GA ‡"}
+    return names.get(row["key"], row["name"])
+
+
+def _figure(res: dict, path: Path) -> None:
+    groups = [m["latent"] for m in res["manifolds"]]
+    first = res["manifolds"][0]["rows"]
+    labels = [_short(r) for r in first]
+    values = [[m["rows"][i]["gap_to_true_ll_mean"] for m in res["manifolds"]] for i in range(len(first))]
+    errs = [[m["rows"][i]["gap_to_true_ll_stderr"] for m in res["manifolds"]] for i in range(len(first))]
+    plot_grouped_bars(groups, labels, values, errs, path,
+                      ylabel="gap to true log-likelihood (nats/example)")
