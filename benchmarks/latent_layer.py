@@ -96,7 +96,7 @@ def main():
         print(f"{n:3d} {t['er'] * 1e6:9.0f} {t['vmf'] * 1e6:9.0f} {t['ps'] * 1e6:9.0f} "
               f"{t['vmf'] / t['er']:7.2f} {t['ps'] / t['er']:7.2f}")
 
-    print(f"\nwhole training step, batch 512, D=100, 256-256 MLPs (ratios to the Gaussian VAE d=n)")
+    print("\nwhole training step, batch 512, D=100, 256-256 MLPs (ratios to the Gaussian VAE d=n)")
     x = torch.randn(512, 100)
     for n in args.dims:
         m = parse_latent(f"S{n}")

@@ -126,7 +126,7 @@ def bad_cases(tmp: Path, circle_data: Path):
         "negative batch": (["fit", "--data", circle_data, "--set", "batch_size=-4"], 2, "batch_size"),
         "test dims": (["fit", "--data", circle_data, "--test-data", write(tmp / "t.npy", x)], 1, "columns"),
         "unknown option": (["fit", "--data", circle_data, "--frobnicate"], 2, "unrecognized"),
-        "bad data kind": (["data", "R2", "--out", tmp / "z.npy"], 2, "compact"),
+        "bad data kind": (["data", "S1xR2", "--out", tmp / "z.npy"], 2, "compact"),
         "bad device": (["fit", "--data", circle_data, "--device", "tpu"], 2, "device"),
         "evaluate missing run": (["evaluate", tmp / "norun", "--data", circle_data], 1, "not found"),
     }

@@ -87,3 +87,26 @@ def test_learned_embedding_runs_for_other_manifolds(spec):
     emb, history = fit_learned_embedding(EmbedConfig(latent=spec, steps=60, seed=0))
     assert emb(torch.rand(5, emb.manifold.dim)).shape == (5, emb.manifold.ambient_dim)
     assert all(math.isfinite(r["loss"]) for r in history)
+
+
+def test_learned_embedding_of_a_product_with_euclidean_factors(tmp_path):
+    """S1xR2: F is learned on the circle factor, the R2 factor keeps the identity map; the
+    embedding saves, reloads and drives a VAE; the quality report is about the circle."""
+    from manifold_vae import VAE
+    from manifold_vae.embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding, save_embedding
+    emb, _ = fit_learned_embedding(EmbedConfig(latent="S1xR2", steps=30))
+    assert emb.learned_manifold.spec == "S1"
+    z = torch.cat([torch.rand(50, 1), torch.randn(50, 2)], -1)
+    m = emb(z)
+    assert m.shape == (50, 4)
+    torch.testing.assert_close(m[:, 2:], z[:, 1:])            # identity on R2
+    torch.testing.assert_close(m[:, :2], emb.compact(z[:, :1]))
+    report = embedding_quality(emb, emb.manifold)
+    assert report["manifold"] == "S1"
+    save_embedding(emb, tmp_path / "e", report=report)
+    again = load_embedding(tmp_path / "e", expect="S1xR2")
+    torch.testing.assert_close(again(z), m)
+    model = VAE(8, "S1xR2", embedding=again, group_action=True, hidden=[16])
+    model.loss(torch.randn(4, 8))["loss"].backward()
+    with pytest.raises(ValueError, match="compact factor"):
+        fit_learned_embedding(EmbedConfig(latent="R2", steps=5))

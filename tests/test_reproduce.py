@@ -51,7 +51,7 @@ def test_manifold_suite_end_to_end(tmp_path):
     settings = ManifoldSuiteSettings(latents=["S1", "SO3"], n_train=256, n_test=16, dim=8, noise=0.3,
                                      steps=10, batch_size=64, hidden=[16], seeds=1, iwae_k=4,
                                      embed_steps=10, workers=1)
-    res = reproduce_manifolds(settings, tmp_path, log=lambda m: None)
+    reproduce_manifolds(settings, tmp_path, log=lambda m: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [m["latent"] for m in saved["manifolds"]] == ["S1", "SO3"]
     for m in saved["manifolds"]:

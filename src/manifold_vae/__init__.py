@@ -17,7 +17,7 @@ Example::
     torch.Size([])
 """
 from .data import ManifoldBenchmark, load_matrix
-from .distributions import BoxBeta, HiddenSpace
+from .distributions import BoxBeta, HiddenSpace, HypersphericalUniform, VonMisesFisher
 from .embeddings import (EmbedConfig, ExactEmbedding, LearnedEmbedding, embedding_quality,
                          fit_learned_embedding, load_embedding, save_embedding)
 from .errors import ManifoldVAEError
@@ -31,7 +31,14 @@ from .training.runs import load_run
 __version__ = "0.1.0"
 
 __all__ = ["BoxBeta", "EmbedConfig", "ExactEmbedding", "FitConfig", "HiddenSpace",
-           "LearnedEmbedding", "Manifold", "ManifoldBenchmark", "ManifoldVAEError", "VAE",
-           "embedding_quality", "evaluate", "fit_learned_embedding", "load_embedding",
-           "load_matrix", "load_run", "parse_latent", "run_fit", "save_embedding",
-           "true_log_likelihood"]
+           "HypersphericalUniform", "LearnedEmbedding", "Manifold", "ManifoldBenchmark",
+           "ManifoldVAEError", "VAE", "VonMisesFisher", "discover", "embedding_quality",
+           "evaluate", "fit_learned_embedding", "load_embedding", "load_matrix", "load_run",
+           "parse_latent", "run_fit", "save_embedding", "true_log_likelihood"]
+
+
+def __getattr__(name: str):
+    if name == "discover":   # lazily: it pulls in the experiment code and matplotlib
+        from .experiments.discover import discover
+        return discover
+    raise AttributeError(f"module 'manifold_vae' has no attribute {name!r}")

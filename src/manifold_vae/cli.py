@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("data", help="generate benchmark data with its true log-likelihood")
-    p.add_argument("kind", help="'circle' (= S1), or a latent spec of a compact manifold")
+    p.add_argument("kind", help="'circle' (= S1), a latent spec of a compact manifold (uniform "
+                                "latents), or R<k> (standard normal latents)")
     p.add_argument("--n", type=int, default=20000, help="number of examples")
     p.add_argument("--dim", type=int, default=100, help="observation dimension D")
     p.add_argument("--noise", type=float, default=0.05, help="observation noise σ (0: none)")
@@ -82,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _common(p)
 
+    p = sub.add_parser("discover", help="rank candidate latent manifolds by test IWAE "
+                                        "(which symmetry does the data have?)")
+    p.add_argument("--data", required=True, help="data file (.npy/.npz/.csv), N x D")
+    p.add_argument("--candidates", default="R1,R2,R3,S1,S2,T2,SO3",
+                   help="comma-separated latent specs (default R1,R2,R3,S1,S2,T2,SO3)")
+    p.add_argument("--seeds", type=int, help="training seeds per candidate (default: the budget's)")
+    p.add_argument("--budget", default="default", choices=["quick", "default", "thorough"])
+    p.add_argument("--labels", help="optional .npy with one label per data row, to colour the "
+                                    "best model's latent space")
+    p.add_argument("--out", default="results/discover", help="output directory")
+    _common(p)
+
     p = sub.add_parser("reproduce", help="the paper's Table 1 on the circle benchmark")
     p.add_argument("--suite", default="circle", choices=["circle", "manifolds", "peers"],
                    help="circle: the paper's Table 1; manifolds: S1, S2, T2, SO3 benchmarks; "
@@ -101,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         handler = {"data": cmd_data, "fit": cmd_fit, "evaluate": cmd_evaluate,
-                   "embed": cmd_embed, "reproduce": cmd_reproduce}[args.command]
+                   "embed": cmd_embed, "discover": cmd_discover,
+                   "reproduce": cmd_reproduce}[args.command]
         return handler(args) or 0
     except ManifoldVAEError as err:
         if debug:
@@ -233,6 +247,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- discover
+def cmd_discover(args) -> int:
+    import numpy as np
+
+    from .data import load_array, load_matrix
+    from .errors import DataError
+    from .experiments.discover import discover, parse_candidates
+    from .progress import want_progress
+
+    candidates = parse_candidates(args.candidates)      # bad lists fail before any loading
+    x = load_matrix(args.data)
+    labels = None
+    if args.labels:
+        labels = load_array(args.labels, what="labels").reshape(-1)
+        if not np.isfinite(labels.astype(np.float64)).all():
+            raise DataError(f"labels {args.labels}: contains NaN or inf")
+    result = discover(x, Path(args.out), candidates=candidates, budget=args.budget,
+                      seeds=args.seeds, labels=labels, progress=want_progress(args.quiet),
+                      log=lambda m: _say(args, m))
+    print((Path(args.out) / "report.md").read_text())
+    return 0 if result else 1
+
+
 # ---------------------------------------------------------------------- embed
 def cmd_embed(args) -> int:
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
@@ -244,8 +281,9 @@ def cmd_embed(args) -> int:
         manifold = parse_latent(args.latent)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if not manifold.compact:
-        raise UsageError(f"a learned embedding needs a compact latent, got {manifold.spec}")
+    if not any(f.compact for f in manifold.factors()):
+        raise UsageError(f"a learned embedding needs a compact factor (S<n>, T<k>, SO3), "
+                         f"got {manifold.spec}")
     cfg = EmbedConfig(latent=manifold.spec, seed=args.seed)
     if args.steps is not None:
         if args.steps < 1:
@@ -257,7 +295,7 @@ def cmd_embed(args) -> int:
     report = embedding_quality(emb, manifold)
     save_embedding(emb, out, report=report, config=cfg)
     write_json(out / "report.json", {"report": report, "history": history})
-    plot_embedding(emb, manifold, out / "embedding.png")
+    plot_embedding(emb.compact, emb.learned_manifold, out / "embedding.png")
     print(json.dumps(report))
     return 0
 

@@ -2,7 +2,8 @@
 
 The paper's generator (Golikov & Kretov, arXiv:1812.02769, section 4): ``m ~ U(M)``, then
 ``x = W2 · relu(W1 · m) + σ ε`` with ``W1`` (100 × ambient) and ``W2`` (D × 100) both
-Xavier-uniform and no biases, ``ε ~ N(0, I_D)``. ``σ = 0`` is the paper's noise-free setting (no
+Xavier-uniform and no biases, ``ε ~ N(0, I_D)``. On ``R^k`` (for topology discovery) the latent
+points are standard normal instead of uniform. ``σ = 0`` is the paper's noise-free setting (no
 density, hence no ceiling); ``σ > 0`` gives a proper density whose log-likelihood
 ``log E_{m~U(M)} N(x; mean(m), σ² I)`` is computed by quadrature (:mod:`..evaluation.ceiling`).
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..manifolds import Manifold, parse_latent
+from ..manifolds import Euclidean, Manifold, parse_latent
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,9 @@ class ManifoldBenchmark:
 
     def __post_init__(self):
         m = parse_latent(self.latent)
-        if not m.compact:
-            raise ValueError(f"benchmark latent must be compact (has a uniform distribution), "
-                             f"got {self.latent}")
+        if not (m.compact or isinstance(m, Euclidean)):
+            raise ValueError(f"benchmark latent must be compact (uniform latents) or Euclidean "
+                             f"(standard normal latents), got {self.latent}")
         if self.dim < 1 or self.hidden < 1:
             raise ValueError("dim and hidden must be at least 1")
         if not self.noise >= 0:
@@ -60,15 +61,15 @@ class ManifoldBenchmark:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + sample_seed)
-        m = self.manifold.sample_uniform(n, generator=gen, dtype=torch.float64)
+        m = self.manifold.sample_prior(n, generator=gen, dtype=torch.float64)
         mean = self.mean(m)
         x = mean + self.noise * torch.randn(mean.shape, generator=gen, dtype=torch.float64)
         return x.to(torch.float32), m
 
     def signal_to_noise(self, n: int = 4000) -> float:
         """Mean over coordinates of (std of the noise-free signal) / σ."""
-        m = self.manifold.sample_uniform(n, generator=torch.Generator().manual_seed(7),
-                                         dtype=torch.float64)
+        m = self.manifold.sample_prior(n, generator=torch.Generator().manual_seed(7),
+                                       dtype=torch.float64)
         sd = self.mean(m).std(0).mean()
         return float(sd / self.noise) if self.noise > 0 else float("inf")
 

@@ -68,27 +68,55 @@ class EmbedConfig:
     seed: int = 0
 
 
+def compact_part(manifold: Manifold) -> Manifold | None:
+    """The product of the compact factors of ``manifold`` (``None`` if it has none)."""
+    from ..manifolds import Product
+
+    factors = [f for f in manifold.factors() if f.compact]
+    if not factors:
+        return None
+    return factors[0] if len(factors) == 1 else Product(factors)
+
+
 class LearnedEmbedding(nn.Module):
-    """``f = F``, the WAE decoder ``[0,1]^d -> R^n``; ``encode`` is the WAE encoder ``E``."""
+    """``f = F``, the WAE decoder ``[0,1]^d -> R^n``; ``encode`` is the WAE encoder ``E``.
+
+    On a product with Euclidean factors (e.g. ``S1xR2``) ``F`` is learned for the product of the
+    compact factors (``learned_manifold``) and the Euclidean factors keep the identity map.
+    """
 
     kind = "learned"
 
     def __init__(self, manifold: Manifold, hidden=(128, 128), activation: str = "silu", *,
                  encoder_activation: str = "relu"):
         super().__init__()
-        if not manifold.compact:
-            raise ValueError(f"a learned embedding needs a compact manifold, got {manifold.spec}")
+        learned = compact_part(manifold)
+        if learned is None:
+            raise ValueError(f"a learned embedding needs a compact factor, got {manifold.spec}")
         self.manifold = manifold
+        self.learned_manifold = learned
         self.hidden, self.activation = list(hidden), activation
         self.encoder_activation = encoder_activation
-        self.decoder = MLP(manifold.dim, hidden, manifold.ambient_dim, activation=activation)
-        self.encoder = MLP(manifold.ambient_dim, hidden, manifold.dim,
+        self.decoder = MLP(learned.dim, hidden, learned.ambient_dim, activation=activation)
+        self.encoder = MLP(learned.ambient_dim, hidden, learned.dim,
                            activation=encoder_activation)
+        self._layout = [(f.compact, f.dim, f.ambient_dim) for f in manifold.factors()]
+        self._mixed = not all(c for c, _, _ in self._layout)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def compact(self, z: Tensor) -> Tensor:
+        """``F(z)`` on the compact factors (hidden coordinates in ``[0,1]``)."""
         return self.decoder(2.0 * z - 1.0)
 
+    def forward(self, z: Tensor) -> Tensor:
+        if not self._mixed:
+            return self.compact(z)
+        blocks = torch.split(z, [d for _, d, _ in self._layout], dim=-1)
+        learned = self.compact(torch.cat([b for b, (c, _, _) in zip(blocks, self._layout) if c], -1))
+        parts = iter(torch.split(learned, [a for c, _, a in self._layout if c], dim=-1))
+        return torch.cat([next(parts) if c else b for b, (c, _, _) in zip(blocks, self._layout)], -1)
+
     def encode(self, m: Tensor) -> Tensor:
+        """``E(m)`` for points ``m`` of the compact factors."""
         return torch.sigmoid(self.encoder(m))
 
 
@@ -139,13 +167,17 @@ def fit_learned_embedding(config: EmbedConfig, *,
     """Train a WAE-MMD on ``U(M)``, then refine its decoder alone; returns the frozen embedding
     and the loss history (a row every 100 steps and at the end of each phase)."""
     _check_config(config)
-    manifold = parse_latent(config.latent)
+    try:
+        full = parse_latent(config.latent)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            emb = LearnedEmbedding(full, config.hidden, config.activation,
+                                   encoder_activation=config.encoder_activation)
+    except ValueError as err:
+        raise ValueError(f"EmbedConfig: {err}") from None
+    manifold = emb.learned_manifold          # Euclidean factors keep the identity map
     d, batch = manifold.dim, config.batch_size
     gen = torch.Generator().manual_seed(config.seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        emb = LearnedEmbedding(manifold, config.hidden, config.activation,
-                               encoder_activation=config.encoder_activation)
     # IMQ scales around the heuristic 2·dim·variance: U(0,1) has variance 1/12 per coordinate;
     # the per-coordinate variance of U(M) is estimated from a sample
     hidden_scales = imq_scales(1.0 / 12.0, d, config.mmd_scales)
@@ -175,7 +207,7 @@ def fit_learned_embedding(config: EmbedConfig, *,
         lam = lam0 * (lam1 / lam0) ** _ramp(step / wae_steps, *config.mmd_ramp)
         m = manifold.sample_uniform(batch, generator=gen)
         z = emb.encode(m)
-        rec_loss = cost(emb(z), m)
+        rec_loss = cost(emb.compact(z), m)
         logging = step % 100 == 0 or step == wae_steps
         # the prior-prior term is constant: computed only when the value is logged
         mmd = imq_mmd2_loss(z, torch.rand(batch, d, generator=gen), hidden_scales,
@@ -198,7 +230,7 @@ def fit_learned_embedding(config: EmbedConfig, *,
             m = manifold.sample_uniform(batch, generator=gen)
             with torch.no_grad():
                 z = emb.encode(m)
-            out = emb(torch.cat([z, torch.rand(batch, d, generator=gen)]))  # one decoder pass
+            out = emb.compact(torch.cat([z, torch.rand(batch, d, generator=gen)]))  # one decoder pass
             rec_loss = cost(out[:batch], m)
             logging = (wae_steps + i) % 100 == 0 or i == dec_steps
             mmd = imq_mmd2_loss(out[batch:], manifold.sample_uniform(batch, generator=gen),

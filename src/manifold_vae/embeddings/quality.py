@@ -26,7 +26,12 @@ def _mmd_null(manifold: Manifold, n: int, repeats: int, gen, scales) -> torch.Te
 
 def embedding_quality(embedding, manifold: Manifold, *, n: int = 2000, null_repeats: int = 20,
                       seed: int = 0) -> dict:
-    """The quality report of ``embedding`` (a module or callable ``z -> m``) as plain floats."""
+    """The quality report of ``embedding`` (a module or callable ``z -> m``) as plain floats.
+
+    For a learned embedding of a product with Euclidean factors (identity there), the report
+    is about its learned part: the compact factors, where a uniform distribution exists."""
+    if hasattr(embedding, "learned_manifold") and embedding.learned_manifold is not manifold:
+        manifold, embedding = embedding.learned_manifold, embedding.compact
     gen = torch.Generator().manual_seed(seed)
     z = torch.rand(n, manifold.dim, generator=gen)
     with torch.no_grad():

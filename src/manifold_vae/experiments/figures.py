@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
@@ -127,6 +128,30 @@ def plot_grouped_bars(groups, labels, values, errs, path: Path, *, ylabel: str =
     ax.set_xticklabels(groups)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latent_embedding(model, x, labels, path: Path, *, title: str = "") -> None:
+    """Posterior latent points of ``x`` (``model.embed``), coloured by ``labels``: the ambient
+    coordinates when they are 2-D, otherwise their first two principal components."""
+    with torch.no_grad():
+        m = model.embed(x).double()
+    if m.shape[1] == 1:
+        m = torch.cat([m, torch.zeros_like(m)], 1)
+    axes = ("m1", "m2")
+    if m.shape[1] > 2:
+        centred = m - m.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        m = centred @ v[:2].T
+        axes = ("PC 1", "PC 2")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    sc = ax.scatter(m[:, 0].numpy(), m[:, 1].numpy(), c=np.asarray(labels), s=5, cmap="viridis")
+    fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -146,7 +146,7 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
 
 def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
              embeddings=()) -> None:
-    """Train ``jobs`` = ``[(label, FitConfig, run_dir, (bench dict, n_train, n_test))]``, after
+    """Train ``jobs`` = ``[(label, FitConfig, run_dir, data)]`` (data: see :func:`_train_job`), after
     the learned ``embeddings`` = ``[(EmbedConfig, path)]`` their configs name (``embedding=path``).
 
     A run directory holding finished metrics of the same config is reused, and so is a trained
@@ -209,10 +209,20 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
 
 
 def _train_job(job):
-    """Train one model into its run directory; runs in a worker process."""
-    cfg_dict, run_dir, (bench_dict, n_train, n_test) = job
-    x, _ = ManifoldBenchmark(**bench_dict).sample(n_train + n_test)
-    run_fit(FitConfig(**cfg_dict), x[:n_train], Path(run_dir), x_test=x[n_train:], force=True,
+    """Train one model into its run directory; runs in a worker process.
+
+    The data: ``(benchmark dict, n_train, n_test)`` (regenerated here, deterministically), or the
+    path of an ``.npz`` file holding ``x_train`` and ``x_test``."""
+    cfg_dict, run_dir, data = job
+    if isinstance(data, str):
+        with np.load(data) as arrays:
+            x_train = torch.from_numpy(arrays["x_train"])
+            x_test = torch.from_numpy(arrays["x_test"])
+    else:
+        bench_dict, n_train, n_test = data
+        x, _ = ManifoldBenchmark(**bench_dict).sample(n_train + n_test)
+        x_train, x_test = x[:n_train], x[n_train:]
+    run_fit(FitConfig(**cfg_dict), x_train, Path(run_dir), x_test=x_test, force=True,
             log=lambda m: None)
     return run_dir
 

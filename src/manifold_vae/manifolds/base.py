@@ -106,6 +106,11 @@ class Manifold:
         """``g · x``; ``g``'s batch shape broadcasts against ``x``'s."""
         raise ValueError(f"{self.spec} has no group action")
 
+    def sample_prior(self, n: int, *, generator: torch.Generator | None = None,
+                     dtype: torch.dtype = torch.float32) -> Tensor:
+        """Latent points of synthetic benchmarks: ``U(M)`` (``N(0, I)`` on ``R^k``)."""
+        return self.sample_uniform(n, generator=generator, dtype=dtype)
+
     def act_on_exact(self, z: Tensor, group_params: Tensor | None = None) -> Tensor:
         """``g(params) · f(z)`` with the exact map ``f``, the composition of a training step.
 

@@ -5,6 +5,7 @@ and there is no group action (no uniform distribution to preserve).
 """
 from __future__ import annotations
 
+
 import torch
 from torch import Tensor
 
@@ -28,6 +29,27 @@ class Euclidean(Manifold):
 
     def sample_uniform(self, n, *, generator=None, dtype=torch.float32):
         raise ValueError(f"{self.spec} has no uniform distribution (not compact)")
+
+    def sample_prior(self, n, *, generator=None, dtype=torch.float32):
+        """``N(0, I)``: the prior that synthetic benchmarks on ``R^k`` draw their latents from."""
+        return torch.randn(n, self.dim, generator=generator, dtype=dtype)
+
+    def quadrature(self, level: int):
+        """Rule for ``E_{m~N(0,I)}``: trapezoid on ``[-9, 9]^k`` with ``2^level`` nodes per axis
+        (``k ≤ 2``), weights ``φ(m) h^k`` normalized (the mass beyond 9σ is below 1e-18)."""
+        if self.dim > 2:
+            raise NotImplementedError(f"{self.spec}: no quadrature rule beyond R2")
+        n = 2 ** int(level)
+        t = torch.linspace(-9.0, 9.0, n, dtype=torch.float64)
+        grids = torch.meshgrid(*([t] * self.dim), indexing="ij")
+        pts = torch.stack([g.reshape(-1) for g in grids], -1)
+        log_w = -0.5 * pts.pow(2).sum(-1)
+        return pts, log_w - torch.logsumexp(log_w, 0)
+
+    def quadrature_levels(self):
+        if self.dim > 2:
+            raise NotImplementedError(f"{self.spec}: no quadrature rule beyond R2")
+        return (10, 18) if self.dim == 1 else (7, 11)
 
     def project(self, x: Tensor) -> Tensor:
         return x

@@ -77,8 +77,9 @@ def prepare_embedding(config: FitConfig, run_dir: Path | None, *, log=print):
         raise UsageError(f"the {family} posterior lives on the sphere itself: it takes no "
                          "learned embedding")
     if config.embedding == "learned":
-        if not manifold.compact:
-            raise UsageError(f"a learned embedding needs a compact latent, got {manifold.spec}")
+        if not any(f.compact for f in manifold.factors()):
+            raise UsageError(f"a learned embedding needs a compact factor (S<n>, T<k>, SO3), "
+                             f"got {manifold.spec}")
         ecfg = EmbedConfig(latent=manifold.spec, hidden=list(config.embed_hidden),
                            steps=config.embed_steps, seed=config.seed)
         log(f"training a learned embedding for {manifold.spec} (WAE-MMD, {ecfg.steps} steps)")

@@ -1,0 +1,232 @@
+"""Latent-topology discovery: fit one VAE per candidate latent manifold, rank them by test IWAE.
+
+The IWAE bound approaches the model's log-likelihood as K grows, so the candidate whose latent
+topology matches the data's (the symmetry that generated it) should reach the highest test
+IWAE (Golikov & Kretov 2018, section 1). Each candidate gets its best ER configuration — exact
+f + group-action encoder on compact manifolds (learned f without group action where no exact
+map exists, which keeps the bound valid), the Gaussian VAE on ``R^k`` — on one shared
+train/test split, with the same networks, steps and evaluation.
+
+Verdict with uncertainty: the per-example IWAE difference between the top two candidates
+(averaged over seeds, paired on the same test examples) has mean ``d`` and standard error
+``se``; the top candidate wins when ``d > z·se`` (``z = 2``). Otherwise the verdict is
+``"undecided"`` and every candidate within ``z`` standard errors of the top one is tied; among
+tied candidates the one with the fewest latent dimensions is preferred (Occam), then the
+higher IWAE.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..data.io import train_test_split
+from ..errors import DataError, UsageError
+from ..manifolds import parse_latent
+from ..training.config import FitConfig
+from ..training.runs import METRICS, write_json
+from .figures import plot_bars, plot_latent_embedding
+from .reproduce import run_jobs
+
+DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
+Z_THRESHOLD = 2.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Training effort per candidate (same for every candidate)."""
+
+    steps: int
+    iwae_k: int
+    seeds: int
+    hidden: tuple[int, ...] = (256, 256)
+    batch_size: int = 512
+
+
+BUDGETS = {
+    "quick": Budget(steps=800, iwae_k=200, seeds=1, hidden=(128, 128)),
+    "default": Budget(steps=2500, iwae_k=1000, seeds=1),
+    "thorough": Budget(steps=5000, iwae_k=2000, seeds=2),
+}
+
+
+def parse_candidates(candidates: Sequence[str] | str) -> list[str]:
+    """Validated, de-duplicated latent specs (at least two)."""
+    if isinstance(candidates, str):
+        candidates = [c.strip() for c in candidates.split(",") if c.strip()]
+    specs = []
+    for c in candidates:
+        try:
+            spec = parse_latent(c).spec
+        except ValueError as err:
+            raise UsageError(f"unknown candidate {c!r}: {err}") from None
+        if spec not in specs:
+            specs.append(spec)
+    if len(specs) < 2:
+        raise UsageError(f"discovery compares candidates: give at least two, got {specs}")
+    return specs
+
+
+def candidate_config(spec: str, budget: Budget, seed: int) -> FitConfig:
+    """The best ER configuration of a candidate (see the module docstring)."""
+    m = parse_latent(spec)
+    exact = True
+    try:
+        m.exact_map(torch.full((1, m.dim), 0.5))
+    except (NotImplementedError, ValueError):
+        exact = False
+    ga = m.group_param_dim > 0 and exact and all(f.compact for f in m.factors())
+    return FitConfig(latent=spec, embedding="exact" if exact else "learned", group_action=ga,
+                     hidden=list(budget.hidden), steps=budget.steps, batch_size=budget.batch_size,
+                     iwae_k=budget.iwae_k, seed=seed, checkpoint_every=max(1, budget.steps // 4))
+
+
+def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
+             budget: str | Budget = "default", seeds: int | None = None,
+             labels: np.ndarray | None = None, test_fraction: float = 0.1, split_seed: int = 0,
+             workers: int = 0, progress: bool = False,
+             log: Callable[[str], None] = print) -> dict:
+    """Rank ``candidates`` by test IWAE on ``x``; writes ``out/discovery.json``, ``report.md``
+    and figures, and returns the same structure as ``discovery.json``.
+
+    Finished candidates in ``out`` are reused when called again with the same settings.
+    """
+    t0 = time.perf_counter()
+    specs = parse_candidates(candidates)
+    if isinstance(budget, str):
+        if budget not in BUDGETS:
+            raise UsageError(f"unknown budget {budget!r}; use one of {', '.join(BUDGETS)}")
+        budget_name, budget = budget, BUDGETS[budget]
+    else:
+        budget_name = "custom"
+    if seeds is not None:
+        if seeds < 1:
+            raise UsageError("--seeds must be positive")
+        budget = dataclasses.replace(budget, seeds=seeds)
+    if labels is not None and len(labels) != len(x):
+        raise DataError(f"labels: {len(labels)} entries for {len(x)} data rows")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    x_train, x_test, _, test_idx = train_test_split(x, test_fraction, split_seed)
+    split = out / "split.npz"
+    arrays = {"x_train": x_train.numpy(), "x_test": x_test.numpy()}
+    if not split.is_file() or not _same_arrays(split, arrays):
+        np.savez(split, **arrays)
+    jobs, dirs = [], {}
+    for spec in specs:
+        for seed in range(budget.seeds):
+            run_dir = out / "candidates" / spec / f"seed{seed}"
+            dirs.setdefault(spec, []).append(run_dir)
+            jobs.append((f"{spec} seed {seed}", candidate_config(spec, budget, seed), run_dir, str(split)))
+    log(f"discovery over {', '.join(specs)}: {len(x_train)} train / {len(x_test)} test rows, "
+        f"budget {budget_name} ({budget.steps} steps, K={budget.iwae_k}, {budget.seeds} seed(s))")
+    run_jobs(jobs, workers, out, force=False, progress=progress, log=log)
+    result = _rank(specs, dirs, budget_name, budget, len(x_train), len(x_test))
+    result["total_seconds"] = time.perf_counter() - t0
+    write_json(out / "discovery.json", result)
+    (out / "report.md").write_text(report_markdown(result))
+    plot_bars([r["latent"] for r in result["ranking"]], [r["test_iwae"] for r in result["ranking"]],
+              [2 * r["test_iwae_stderr"] for r in result["ranking"]], out / "iwae.png",
+              ylabel="test IWAE (nats/example, ± 2 s.e.)")
+    if labels is not None:
+        from ..training.runs import load_run
+
+        model = load_run(dirs[result["best"]][0])[0]
+        plot_latent_embedding(model, x_test, np.asarray(labels)[test_idx.numpy()],
+                              out / "best_latent.png",
+                              title=f"{result['best']}: test points on the latent manifold")
+    log(f"best: {result['best']} ({result['verdict']}); wrote {out}/discovery.json and report.md")
+    return result
+
+
+def _same_arrays(path: Path, arrays: dict) -> bool:
+    try:
+        with np.load(path) as saved:
+            return all(k in saved and np.array_equal(saved[k], v) for k, v in arrays.items())
+    except (OSError, ValueError):
+        return False
+
+
+def _rank(specs, dirs, budget_name, budget, n_train, n_test) -> dict:
+    per, rows = {}, []
+    for spec in specs:
+        iwae = torch.stack([torch.from_numpy(np.load(d / "test_per_example.npy"))[1]
+                            for d in dirs[spec]]).mean(0)
+        metrics = [json.loads((d / METRICS).read_text()) for d in dirs[spec]]
+        per[spec] = iwae
+        rows.append({"latent": spec, "latent_dim": parse_latent(spec).dim,
+                     "test_iwae": float(iwae.mean()),
+                     "test_iwae_stderr": float(iwae.std() / math.sqrt(len(iwae))),
+                     "test_elbo": float(np.mean([m["test_elbo"] for m in metrics])),
+                     "train_seconds": float(np.sum([m["train_seconds"] for m in metrics])),
+                     "embedding": metrics[0]["embedding"],
+                     "group_action": bool(metrics[0]["group_action"])})
+    rows.sort(key=lambda r: r["test_iwae"], reverse=True)
+    top = rows[0]["latent"]
+    for r in rows:   # paired difference to the top candidate, on the same test examples
+        d = per[top] - per[r["latent"]]
+        r["difference_to_top"] = float(d.mean())
+        r["difference_to_top_stderr"] = float(d.std() / math.sqrt(len(d))) if r["latent"] != top else 0.0
+    second = rows[1]
+    decided = second["difference_to_top"] > Z_THRESHOLD * second["difference_to_top_stderr"]
+    tied = [r["latent"] for r in rows
+            if r["latent"] == top or r["difference_to_top"] <= Z_THRESHOLD * r["difference_to_top_stderr"]]
+    if decided:
+        best = top
+    else:
+        best = min((r for r in rows if r["latent"] in tied),
+                   key=lambda r: (r["latent_dim"], -r["test_iwae"]))["latent"]
+    return {
+        "best": best, "verdict": "decided" if decided else "undecided",
+        "tied": [] if decided else tied,
+        "top_two": {"first": top, "second": second["latent"],
+                    "difference": second["difference_to_top"],
+                    "difference_stderr": second["difference_to_top_stderr"],
+                    "z": (second["difference_to_top"] / second["difference_to_top_stderr"]
+                          if second["difference_to_top_stderr"] > 0 else math.inf)},
+        "z_threshold": Z_THRESHOLD,
+        "rule": ("the top candidate wins when its paired per-example IWAE lead over the second "
+                 f"exceeds {Z_THRESHOLD:g} standard errors; otherwise every candidate within "
+                 f"{Z_THRESHOLD:g} standard errors of the top is tied and the tied one with the "
+                 "fewest latent dimensions is preferred"),
+        "budget": {"name": budget_name, **dataclasses.asdict(budget)},
+        "n_train": n_train, "n_test": n_test,
+        "ranking": rows,
+    }
+
+
+def report_markdown(res: dict) -> str:
+    t = res["top_two"]
+    if res["verdict"] == "decided":
+        verdict = (f"**{res['best']}**: it leads {t['second']} by {t['difference']:.3f} ± "
+                   f"{t['difference_stderr']:.3f} nats/example (paired, z = {t['z']:.1f} > "
+                   f"{res['z_threshold']:g}).")
+    else:
+        verdict = (f"**undecided** between {', '.join(res['tied'])} (the lead of {t['first']} over "
+                   f"{t['second']} is {t['difference']:.3f} ± {t['difference_stderr']:.3f}, "
+                   f"z = {t['z']:.1f} ≤ {res['z_threshold']:g}); preferred among the tied: "
+                   f"**{res['best']}**, the one with the fewest latent dimensions.")
+    b = res["budget"]
+    lines = ["# Latent-topology discovery", "",
+             f"{res['n_train']} train / {res['n_test']} test rows; budget {b['name']} "
+             f"({b['steps']} steps, {'-'.join(map(str, b['hidden']))} MLPs, K={b['iwae_k']}, "
+             f"{b['seeds']} seed(s)). Verdict: {verdict}", "",
+             "| rank | latent | dim | model | test IWAE | test ELBO | lead of the top (paired) | train s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(res["ranking"], 1):
+        model = ("Gaussian VAE" if r["latent"].startswith("R") and "x" not in r["latent"]
+                 else f"ER, {r['embedding'] if r['embedding'] in ('exact', 'learned') else 'learned'} f"
+                 + (" + group action" if r["group_action"] else ""))
+        lead = "—" if i == 1 else f"{r['difference_to_top']:.3f} ± {r['difference_to_top_stderr']:.3f}"
+        lines.append(f"| {i} | {r['latent']} | {r['latent_dim']} | {model} | "
+                     f"{r['test_iwae']:.3f} ± {r['test_iwae_stderr']:.3f} | {r['test_elbo']:.3f} | "
+                     f"{lead} | {r['train_seconds']:.0f} |")
+    lines += ["", f"Rule: {res['rule']}.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Latent-topology discovery: ranking, verdict with uncertainty, reuse, reports and bad input."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from manifold_vae.cli import main
+from manifold_vae.data import ManifoldBenchmark
+from manifold_vae.experiments.discover import Budget, candidate_config, discover
+
+TINY = Budget(steps=800, iwae_k=100, seeds=1, hidden=(128, 128))
+
+
+@pytest.fixture(scope="module")
+def circle_run(tmp_path_factory):
+    """Circle data, strong signal: S1 must beat R1 and T2 must not beat S1 significantly."""
+    out = tmp_path_factory.mktemp("disc")
+    x, m = ManifoldBenchmark("S1", dim=20, noise=0.1, seed=3).sample(3000)
+    angle = torch.atan2(m[:, 1], m[:, 0]).numpy()
+    res = discover(x, out, candidates=["R1", "S1", "T2"], budget=TINY, workers=2, labels=angle,
+                   log=lambda s: None)
+    return out, x, res
+
+
+def test_true_topology_wins_or_ties_with_fewest_dimensions(circle_run):
+    _, _, res = circle_run
+    ranking = {r["latent"]: r for r in res["ranking"]}
+    assert set(ranking) == {"R1", "S1", "T2"}
+    # R1 cannot represent the loop: S1 beats it by a clear margin
+    assert ranking["S1"]["test_iwae"] > ranking["R1"]["test_iwae"]
+    assert res["best"] == "S1"
+    if res["verdict"] == "undecided":
+        assert "S1" in res["tied"]
+
+
+def test_discovery_json_has_the_documented_structure(circle_run):
+    out, _, res = circle_run
+    saved = json.loads((out / "discovery.json").read_text())
+    assert saved["best"] == res["best"]
+    assert saved["verdict"] in ("decided", "undecided")
+    for r in saved["ranking"]:
+        for key in ("latent", "test_iwae", "test_iwae_stderr", "test_elbo", "train_seconds"):
+            assert key in r
+    iwaes = [r["test_iwae"] for r in saved["ranking"]]
+    assert iwaes == sorted(iwaes, reverse=True)
+    assert saved["top_two"]["difference_stderr"] > 0
+    assert "fewest latent dimensions" in (out / "report.md").read_text()
+    for fig in ("iwae.png", "best_latent.png"):
+        assert (out / fig).stat().st_size > 1000
+
+
+def test_restart_reuses_finished_candidates(circle_run):
+    out, x, res = circle_run
+    logs = []
+    again = discover(x, out, candidates=["R1", "S1", "T2"], budget=TINY, workers=2, log=logs.append)
+    assert sum("reusing finished run" in s for s in logs) == 3
+    assert [r["test_iwae"] for r in again["ranking"]] == [r["test_iwae"] for r in res["ranking"]]
+
+
+def test_candidate_configurations():
+    assert candidate_config("S1", TINY, 0).group_action is True
+    assert candidate_config("SO3", TINY, 0).embedding == "exact"
+    assert candidate_config("R2", TINY, 0).group_action is False
+    s5 = candidate_config("S5", TINY, 0)     # no exact map: learned f, no group action
+    assert s5.embedding == "learned" and s5.group_action is False
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--candidates", "S1,Q7"], "unknown candidate"),
+    (["--candidates", "S1"], "at least two"),
+    (["--candidates", "S1,S1"], "at least two"),
+    (["--budget", "huge"], "invalid choice"),
+])
+def test_bad_discovery_input(tmp_path, capsys, args, needle):
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+    code = main(["discover", "--data", str(data), "--out", str(tmp_path / "o"), "--quiet", *args])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_label_file_of_the_wrong_length(tmp_path, capsys):
+    data, labels = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(data, np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+    np.save(labels, np.arange(49))
+    code = main(["discover", "--data", str(data), "--labels", str(labels), "--candidates", "R1,S1",
+                 "--out", str(tmp_path / "o"), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "49 entries for 50 data rows" in err and err.count("\n") == 1
