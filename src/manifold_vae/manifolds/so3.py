@@ -20,10 +20,11 @@ from .rotations import haar_rotations, quaternion_to_matrix, rotation_from_6d
 
 def shoemake_quaternion(z: Tensor) -> Tensor:
     """Shoemake's map from ``[0,1]^3`` to unit quaternions ``(w, x, y, z)``, with ``u2 = z2/2``."""
-    u1, u2, u3 = z.unbind(-1)
-    r1, r2 = torch.sqrt((1 - u1).clamp_min(0)), torch.sqrt(u1.clamp_min(0))
-    a, b = math.pi * u2, 2 * math.pi * u3   # 2π·(u2/2): one of ±q
-    return torch.stack([r1 * a.sin(), r1 * a.cos(), r2 * b.sin(), r2 * b.cos()], -1)
+    u1 = z[..., :1]
+    radius = torch.cat([1 - u1, u1], -1).clamp_min(0).sqrt()          # (r1, r2)
+    angles = z[..., 1:] * z.new_tensor([math.pi, 2 * math.pi])        # 2π·(u2/2): one of ±q
+    trig = torch.stack([angles.sin(), angles.cos()], -1)               # (sin a, cos a), (sin b, cos b)
+    return (radius.unsqueeze(-1) * trig).reshape(*z.shape[:-1], 4)
 
 
 def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
