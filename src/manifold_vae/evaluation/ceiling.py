@@ -17,6 +17,7 @@ its numerical error is the largest per-example Monte-Carlo standard error of ``l
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -25,15 +26,28 @@ from ..data.synthetic import ManifoldBenchmark
 
 
 def _log_gauss_mixture(x: Tensor, means: Tensor, log_w: Tensor, noise: float,
-                       chunk: int = 512) -> Tensor:
-    """``log Σ_j exp(log_w_j) N(x; means_j, σ² I)`` per row of ``x`` (float64)."""
+                       chunk: int = 512, point_chunk: int = 65536) -> Tensor:
+    """``log Σ_j exp(log_w_j) N(x; means_j, σ² I)`` per row of ``x`` (float64), in blocks of
+    ``chunk`` rows × ``point_chunk`` nodes (at most ~270 MB of distances at a time)."""
+    return _blocked_mixture(x, lambda sl: means[sl], log_w, noise, chunk, point_chunk)
+
+
+def _blocked_mixture(x: Tensor, means_of: Callable, log_w: Tensor, noise: float,
+                     chunk: int = 512, point_chunk: int = 65536) -> Tensor:
     d = x.shape[-1]
-    mm = (means * means).sum(-1)
-    out = []
-    for xs in torch.split(x, chunk):
-        sq = (xs * xs).sum(-1, keepdim=True) - 2 * xs @ means.T + mm
-        out.append(torch.logsumexp(log_w - sq.clamp_min(0) / (2 * noise**2), -1))
-    return torch.cat(out) - 0.5 * d * math.log(2 * math.pi * noise**2)
+    n_pts = log_w.shape[0]
+    total = torch.full((x.shape[0],), -math.inf, dtype=torch.float64)
+    for start in range(0, n_pts, point_chunk):
+        sl = slice(start, min(n_pts, start + point_chunk))
+        means = means_of(sl)
+        mm = (means * means).sum(-1)
+        lw = log_w[sl]
+        parts = []
+        for xs in torch.split(x, chunk):
+            sq = (xs * xs).sum(-1, keepdim=True) - 2 * xs @ means.T + mm
+            parts.append(torch.logsumexp(lw - sq.clamp_min(0) / (2 * noise**2), -1))
+        total = torch.logaddexp(total, torch.cat(parts))
+    return total - 0.5 * d * math.log(2 * math.pi * noise**2)
 
 
 def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-4,
@@ -71,7 +85,7 @@ def _quadrature(bench, x, tol, start_level, max_level):
     err = float("inf")
     while level <= max_level:
         pts, log_w = manifold.quadrature(level)
-        cur = _log_gauss_mixture(x, bench.mean(pts), log_w, bench.noise)
+        cur = _blocked_mixture(x, lambda sl: bench.mean(pts[sl]), log_w, bench.noise)
         if prev is not None:
             err = float((cur - prev).abs().max())
             if err < tol:
