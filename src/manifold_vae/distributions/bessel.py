@@ -47,10 +47,15 @@ def log_iv_and_ratio(v: float, x: Tensor) -> tuple[Tensor, Tensor]:
     top = v + n
     log_i = _debye_log_iv(top, x)
     ratio = torch.exp(_debye_log_iv(top + 1, x) - log_i)
-    for k in range(n, 0, -1):      # from order v+k down to v+k-1
-        order = v + k
-        ratio = 1 / (ratio + 2 * order / x)        # R_{order-1}
-        log_i = log_i - torch.log(ratio)            # log I_{order-1} = log I_order - log R_{order-1}
+    if n == 0:
+        return log_i, ratio
+    two_over_x = 2 / x
+    ratios = []
+    for k in range(n, 0, -1):      # R_{v+k-1} = 1 / (R_{v+k} + 2(v+k)/x)
+        ratio = torch.reciprocal(torch.addcmul(ratio, two_over_x, two_over_x.new_tensor(v + k)))
+        ratios.append(ratio)
+    # log I_v = log I_{v+n} - Σ_{k<n} log R_{v+k}
+    log_i = log_i - torch.log(torch.stack(ratios)).sum(0)
     return log_i, ratio
 
 
@@ -83,6 +88,32 @@ class _Ratio(torch.autograd.Function):
     def backward(ctx, grad):
         x, r = ctx.saved_tensors
         return grad * (1 - r * r - (2 * ctx.v + 1) * r / x), None
+
+
+class _LogIvAndRatio(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, v):
+        log_i, ratio = log_iv_and_ratio(v, x)
+        log_i, ratio = log_i.to(x.dtype), ratio.to(x.dtype)
+        ctx.save_for_backward(x, ratio)
+        ctx.v = v
+        return log_i, ratio
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_log, g_ratio):
+        x, r = ctx.saved_tensors
+        grad = torch.zeros_like(x)
+        if g_log is not None:
+            grad = grad + g_log * (r + ctx.v / x)
+        if g_ratio is not None:
+            grad = grad + g_ratio * (1 - r * r - (2 * ctx.v + 1) * r / x)
+        return grad, None
+
+
+def log_bessel_iv_and_ratio(v: float, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log I_v(x), I_{v+1}(x)/I_v(x))`` from one recurrence, both differentiable in ``x``."""
+    return _LogIvAndRatio.apply(x, float(v))
 
 
 def log_bessel_iv(v: float, x: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.kl import register_kl
 
-from .bessel import bessel_ratio, log_bessel_iv, log_iv_and_ratio
+from .bessel import log_bessel_iv_and_ratio, log_iv_and_ratio
 from .sphere_uniform import HypersphericalUniform, log_sphere_volume
 
 _TRUNCATE = 40.0     # drop the part of the integral where g(s)/g(w) < e^{-40}
@@ -46,12 +46,16 @@ def _gauss_legendre_01(n: int) -> tuple[Tensor, Tensor]:
     return torch.from_numpy((x + 1) / 2), torch.from_numpy(w / 2)
 
 
-def vmf_w_kappa_derivative(u: Tensor, kappa: Tensor, p: int, *, nodes: int = 64) -> Tensor:
-    """``d(1-w)/dκ`` at fixed CDF value, for samples ``u = 1 - w`` (float64; shapes broadcast)."""
-    u, kappa = torch.broadcast_tensors(u.double(), kappa.double())
+def vmf_w_kappa_derivative(u: Tensor, kappa: Tensor, p: int, *, nodes: int = 64,
+                            mean: Tensor | None = None) -> Tensor:
+    """``d(1-w)/dκ`` at fixed CDF value, for samples ``u = 1 - w`` (float64; shapes broadcast).
+
+    ``mean``: ``E[w] = I_{p/2}(κ)/I_{p/2-1}(κ)`` if already known."""
+    if mean is None:
+        mean = log_iv_and_ratio(p / 2 - 1, kappa)[1]
+    u, kappa, mean = torch.broadcast_tensors(u.double(), kappa.double(), mean.double())
     u = u.clamp(1e-300, 2.0)
     alpha = (p - 3) / 2
-    mean = log_iv_and_ratio(p / 2 - 1, kappa)[1]          # E[w] = I_{p/2}/I_{p/2-1}
     if p == 2:
         return _circle_u_kappa_derivative(u, kappa, mean, nodes)
     # log g in u = 1 - s (up to a constant): L(u) = -κu + α log u + α log(2-u); concave in u
@@ -100,18 +104,18 @@ class _ImplicitU(torch.autograd.Function):
     """Attach the implicit-reparameterization gradient ``d(1-w)/dκ`` to a sample ``u = 1-w``."""
 
     @staticmethod
-    def forward(ctx, kappa, u, p):
-        ctx.save_for_backward(kappa, u)
+    def forward(ctx, kappa, u, p, mean):
+        ctx.save_for_backward(kappa, u, mean)
         ctx.p = p
         return u.clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        kappa, u = ctx.saved_tensors
-        du = vmf_w_kappa_derivative(u, kappa, ctx.p).to(grad.dtype)
+        kappa, u, mean = ctx.saved_tensors
+        du = vmf_w_kappa_derivative(u, kappa, ctx.p, mean=mean).to(grad.dtype)
         g = grad * du
-        return g.sum_to_size(kappa.shape), None, None
+        return g.sum_to_size(kappa.shape), None, None, None
 
 
 def sample_vmf_u(kappa: Tensor, p: int, shape: torch.Size, generator=None) -> Tensor:
@@ -180,6 +184,8 @@ class VonMisesFisher(Distribution):
         self.loc = loc
         self.concentration = concentration
         self.p = loc.shape[-1]
+        # log I_{p/2-1}(κ) and the mean resultant length A_p(κ) = I_{p/2}/I_{p/2-1}, computed once
+        self._log_iv, self._ratio = log_bessel_iv_and_ratio(self.p / 2 - 1, concentration)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
 
@@ -189,25 +195,26 @@ class VonMisesFisher(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        return self.loc * bessel_ratio(self._v, self.concentration).unsqueeze(-1)
+        return self.loc * self._ratio.unsqueeze(-1)
 
     def log_normalizer(self) -> Tensor:
         """``log C_p(κ) = (p/2-1) log κ - (p/2) log 2π - log I_{p/2-1}(κ)``."""
         k = self.concentration
-        return self._v * torch.log(k) - (self.p / 2) * math.log(2 * math.pi) - log_bessel_iv(self._v, k)
+        return self._v * torch.log(k) - (self.p / 2) * math.log(2 * math.pi) - self._log_iv
 
     def log_prob(self, value: Tensor) -> Tensor:
         return self.concentration * (self.loc * value).sum(-1) + self.log_normalizer()
 
     def entropy(self) -> Tensor:
         k = self.concentration
-        return -k * bessel_ratio(self._v, k) - self.log_normalizer()
+        return -k * self._ratio - self.log_normalizer()
 
     def rsample(self, sample_shape=torch.Size(), generator=None) -> Tensor:
         shape = self._extended_shape(sample_shape)
         kappa = self.concentration.expand(self.batch_shape)
         u = sample_vmf_u(kappa, self.p, shape[:-1], generator=generator)
-        u = _ImplicitU.apply(kappa, u.to(self.loc.dtype), self.p)
+        mean = self._ratio.detach().expand(self.batch_shape)
+        u = _ImplicitU.apply(kappa, u.to(self.loc.dtype), self.p, mean)
         if generator is None:
             tangent = torch.randn(shape[:-1] + (self.p - 1,), dtype=self.loc.dtype)
         else:
