@@ -71,6 +71,7 @@ def test_candidate_configurations():
     (["--candidates", "S1"], "at least two"),
     (["--candidates", "S1,S1"], "at least two"),
     (["--budget", "huge"], "invalid choice"),
+    (["--candidates", "R1,S1", "--margin", "-1"], "--margin must be >= 0"),
 ])
 def test_bad_discovery_input(tmp_path, capsys, args, needle):
     data = tmp_path / "x.npy"

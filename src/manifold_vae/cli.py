@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="default", choices=["quick", "default", "thorough"])
     p.add_argument("--labels", help="optional .npy with one label per data row, to colour the "
                                     "best model's latent space")
+    p.add_argument("--margin", type=float, default=0.05,
+                   help="smallest IWAE lead (nats/example) that can decide between candidates")
     p.add_argument("--out", default="results/discover", help="output directory")
     _common(p)
 
@@ -271,7 +273,8 @@ def cmd_discover(args) -> int:
         if not np.isfinite(labels.astype(np.float64)).all():
             raise DataError(f"labels {args.labels}: contains NaN or inf")
     result = discover(x, Path(args.out), candidates=candidates, budget=args.budget,
-                      seeds=args.seeds, labels=labels, progress=want_progress(args.quiet),
+                      seeds=args.seeds, labels=labels, margin=args.margin,
+                      progress=want_progress(args.quiet),
                       log=lambda m: _say(args, m))
     print((Path(args.out) / "report.md").read_text())
     return 0 if result else 1

@@ -9,8 +9,11 @@ train/test split, with the same networks, steps and evaluation.
 
 Verdict with uncertainty: the per-example IWAE difference between the top two candidates
 (averaged over seeds, paired on the same test examples) has mean ``d`` and standard error
-``se``; the top candidate wins when ``d > z·se`` (``z = 2``). Otherwise the verdict is
-``"undecided"`` and every candidate within ``z`` standard errors of the top one is tied; among
+``se``; the top candidate wins when ``d > max(z·se, δ)`` (``z = 2``, ``δ = 0.05`` nats per
+example). ``se`` covers the test sample only, not the run-to-run variation of training (seed
+to seed, well-trained models differ by a few hundredths of a nat), hence the margin ``δ``: a
+bigger latent space that is easier to optimize must not win by a hair. Otherwise the verdict
+is ``"undecided"`` and every candidate within ``max(z·se, δ)`` of the top one is tied; among
 tied candidates the one with the fewest latent dimensions is preferred (Occam), then the
 higher IWAE.
 """
@@ -37,6 +40,7 @@ from .reproduce import run_jobs
 
 DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
 Z_THRESHOLD = 2.0
+MARGIN = 0.05        # nats per example: smaller leads count as ties (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def candidate_config(spec: str, budget: Budget, seed: int) -> FitConfig:
 def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
              budget: str | Budget = "default", seeds: int | None = None,
              labels: np.ndarray | None = None, test_fraction: float = 0.1, split_seed: int = 0,
-             workers: int = 0, progress: bool = False,
+             margin: float = MARGIN, workers: int = 0, progress: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Rank ``candidates`` by test IWAE on ``x``; writes ``out/discovery.json``, ``report.md``
     and figures, and returns the same structure as ``discovery.json``.
@@ -110,6 +114,8 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
         if seeds < 1:
             raise UsageError("--seeds must be positive")
         budget = dataclasses.replace(budget, seeds=seeds)
+    if not margin >= 0:
+        raise UsageError(f"--margin must be >= 0, got {margin}")
     if labels is not None and len(labels) != len(x):
         raise DataError(f"labels: {len(labels)} entries for {len(x)} data rows")
     out = Path(out)
@@ -128,7 +134,7 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
     log(f"discovery over {', '.join(specs)}: {len(x_train)} train / {len(x_test)} test rows, "
         f"budget {budget_name} ({budget.steps} steps, K={budget.iwae_k}, {budget.seeds} seed(s))")
     run_jobs(jobs, workers, out, force=False, progress=progress, log=log)
-    result = _rank(specs, dirs, budget_name, budget, len(x_train), len(x_test))
+    result = _rank(specs, dirs, budget_name, budget, len(x_train), len(x_test), margin)
     result["total_seconds"] = time.perf_counter() - t0
     write_json(out / "discovery.json", result)
     (out / "report.md").write_text(report_markdown(result))
@@ -154,7 +160,7 @@ def _same_arrays(path: Path, arrays: dict) -> bool:
         return False
 
 
-def _rank(specs, dirs, budget_name, budget, n_train, n_test) -> dict:
+def _rank(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
     per, rows = {}, []
     for spec in specs:
         iwae = torch.stack([torch.from_numpy(np.load(d / "test_per_example.npy"))[1]
@@ -175,9 +181,12 @@ def _rank(specs, dirs, budget_name, budget, n_train, n_test) -> dict:
         r["difference_to_top"] = float(d.mean())
         r["difference_to_top_stderr"] = float(d.std() / math.sqrt(len(d))) if r["latent"] != top else 0.0
     second = rows[1]
-    decided = second["difference_to_top"] > Z_THRESHOLD * second["difference_to_top_stderr"]
-    tied = [r["latent"] for r in rows
-            if r["latent"] == top or r["difference_to_top"] <= Z_THRESHOLD * r["difference_to_top_stderr"]]
+
+    def clear_lead(r):
+        return r["difference_to_top"] > max(Z_THRESHOLD * r["difference_to_top_stderr"], margin)
+
+    decided = clear_lead(second)
+    tied = [r["latent"] for r in rows if r["latent"] == top or not clear_lead(r)]
     if decided:
         best = top
     else:
@@ -191,11 +200,11 @@ def _rank(specs, dirs, budget_name, budget, n_train, n_test) -> dict:
                     "difference_stderr": second["difference_to_top_stderr"],
                     "z": (second["difference_to_top"] / second["difference_to_top_stderr"]
                           if second["difference_to_top_stderr"] > 0 else math.inf)},
-        "z_threshold": Z_THRESHOLD,
+        "z_threshold": Z_THRESHOLD, "margin": margin,
         "rule": ("the top candidate wins when its paired per-example IWAE lead over the second "
-                 f"exceeds {Z_THRESHOLD:g} standard errors; otherwise every candidate within "
-                 f"{Z_THRESHOLD:g} standard errors of the top is tied and the tied one with the "
-                 "fewest latent dimensions is preferred"),
+                 f"exceeds both {Z_THRESHOLD:g} standard errors and {margin:g} nats; otherwise "
+                 f"every candidate within that distance of the top is tied and the tied one with "
+                 "the fewest latent dimensions is preferred"),
         "budget": {"name": budget_name, **dataclasses.asdict(budget)},
         "n_train": n_train, "n_test": n_test,
         "ranking": rows,
@@ -207,11 +216,12 @@ def report_markdown(res: dict) -> str:
     if res["verdict"] == "decided":
         verdict = (f"**{res['best']}**: it leads {t['second']} by {t['difference']:.3f} ± "
                    f"{t['difference_stderr']:.3f} nats/example (paired, z = {t['z']:.1f} > "
-                   f"{res['z_threshold']:g}).")
+                   f"{res['z_threshold']:g}, and more than {res['margin']:g} nats).")
     else:
         verdict = (f"**undecided** between {', '.join(res['tied'])} (the lead of {t['first']} over "
                    f"{t['second']} is {t['difference']:.3f} ± {t['difference_stderr']:.3f}, "
-                   f"z = {t['z']:.1f} ≤ {res['z_threshold']:g}); preferred among the tied: "
+                   f"z = {t['z']:.1f}: not both above {res['z_threshold']:g} standard errors and "
+                   f"{res['margin']:g} nats); preferred among the tied: "
                    f"**{res['best']}**, the one with the fewest latent dimensions.")
     b = res["budget"]
     lines = ["# Latent-topology discovery", "",
