@@ -91,3 +91,38 @@ def test_label_file_of_the_wrong_length(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert "49 entries for 50 data rows" in err and err.count("\n") == 1
+
+
+def _fake_candidates(tmp_path, per_example: dict):
+    """Run directories holding only what the ranking reads, with given per-example test IWAEs."""
+    dirs = {}
+    for spec, iwae in per_example.items():
+        d = tmp_path / spec
+        d.mkdir(parents=True)
+        np.save(d / "test_per_example.npy", np.stack([iwae - 0.1, iwae]))
+        (d / "metrics.json").write_text(json.dumps({"test_elbo": float(iwae.mean() - 0.1),
+                                                    "train_seconds": 1.0, "embedding": "exact",
+                                                    "group_action": spec != "R3"}))
+        dirs[spec] = [d]
+    return dirs
+
+
+def test_verdict_rules_significance_margin_and_fewest_dimensions(tmp_path):
+    from manifold_vae.experiments.discover import _rank
+    rng = np.random.default_rng(0)
+    base = rng.normal(100.0, 1.0, size=4000)
+
+    def noise():   # paired designs: small per-example differences around the shared base
+        return rng.normal(0.0, 0.01, size=4000)
+    # S1 leads T2 by 0.5 nats with a tiny standard error: decided
+    res = _rank(["S1", "T2"], _fake_candidates(tmp_path / "a", {"S1": base + 0.5 + noise(), "T2": base + noise()}),
+                "custom", TINY, 100, 4000, 0.05)
+    assert res["verdict"] == "decided" and res["best"] == "S1" and res["tied"] == []
+    # R3 leads S1 by 0.02 nats, significant (z >> 2) but below the 0.05 margin: a tie -> S1 (dim 1)
+    res = _rank(["R3", "S1"], _fake_candidates(tmp_path / "b", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
+                "custom", TINY, 100, 4000, 0.05)
+    assert res["verdict"] == "undecided" and res["best"] == "S1" and set(res["tied"]) == {"R3", "S1"}
+    # with no margin the same data decide for R3
+    res = _rank(["R3", "S1"], _fake_candidates(tmp_path / "c", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
+                "custom", TINY, 100, 4000, 0.0)
+    assert res["verdict"] == "decided" and res["best"] == "R3"
