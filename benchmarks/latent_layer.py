@@ -12,8 +12,6 @@ Every timing is the median over rounds of an interleaved loop; ratios are taken 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -24,6 +22,8 @@ from manifold_vae.distributions.spherical import concentration_from_raw
 from manifold_vae.embeddings import ExactEmbedding, LearnedEmbedding
 from manifold_vae.manifolds import parse_latent
 from manifold_vae.manifolds.base import safe_normalize
+
+from timing import interleaved_medians, make_step   # benchmarks/timing.py
 
 
 def er_layer(n: int, batch: int):
@@ -51,31 +51,6 @@ def sphere_layer(family: str, n: int, batch: int):
     return run
 
 
-def step(model, x):
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def run():
-        out = model.loss(x, 1.0)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-    return run
-
-
-def timed(fns: dict, rounds: int, reps: int) -> dict:
-    for fn in fns.values():
-        for _ in range(5):
-            fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            times[k].append((time.perf_counter() - t) / reps)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
@@ -91,8 +66,9 @@ def main():
           f"{args.threads} thread(s), median of {args.rounds} rounds x {args.reps}")
     print(f"{'n':>3s} {'ER µs':>9s} {'vMF µs':>9s} {'PS µs':>9s} {'vMF/ER':>7s} {'PS/ER':>7s}")
     for n in args.dims:
-        t = timed({"er": er_layer(n, args.batch), "vmf": sphere_layer("vmf", n, args.batch),
-                   "ps": sphere_layer("powerspherical", n, args.batch)}, args.rounds, args.reps)
+        t = interleaved_medians({"er": er_layer(n, args.batch), "vmf": sphere_layer("vmf", n, args.batch),
+                   "ps": sphere_layer("powerspherical", n, args.batch)},
+                                args.rounds, args.reps, warmup=5)
         print(f"{n:3d} {t['er'] * 1e6:9.0f} {t['vmf'] * 1e6:9.0f} {t['ps'] * 1e6:9.0f} "
               f"{t['vmf'] / t['er']:7.2f} {t['ps'] / t['er']:7.2f}")
 
@@ -103,7 +79,8 @@ def main():
         er = VAE(100, m) if n <= 3 else VAE(100, m, embedding=LearnedEmbedding(m))
         models = {"gaussian": VAE(100, f"R{n}"), "ER": er,
                   "vMF": VAE(100, f"vmf:S{n}"), "PS": VAE(100, f"powerspherical:S{n}")}
-        t = timed({k: step(v, x) for k, v in models.items()}, args.rounds, args.step_reps)
+        t = interleaved_medians({k: make_step(v, x) for k, v in models.items()}, args.rounds,
+                                args.step_reps, warmup=5)
         cells = "  ".join(f"{k} {t[k] * 1e3:.2f} ms ({t[k] / t['gaussian']:.2f})" for k in models)
         print(f"S{n}: {cells}")
 

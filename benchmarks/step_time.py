@@ -10,13 +10,14 @@ all alike); the reported time is the median over rounds, and ratios are taken wi
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
 from manifold_vae import VAE
 from manifold_vae.evaluation import per_example_bounds
+
+from timing import interleaved_medians, make_step   # benchmarks/timing.py
 
 # model -> (constructor arguments, the Gaussian VAE it is compared with)
 MODELS = {
@@ -28,17 +29,6 @@ MODELS = {
     "ER exact SO3": (dict(latent="SO3"), "gaussian d=3 (R3)"),
     "ER exact SO3 + group action": (dict(latent="SO3", group_action=True), "gaussian d=3 (R3)"),
 }
-
-
-def make_step(model, x):
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step():
-        out = model.loss(x, 1.0)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-    return step
 
 
 def main():
@@ -54,25 +44,14 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.dim)
-    steps = {}
-    for name, (kw, _) in MODELS.items():
-        model = VAE(args.dim, **kw)
-        steps[name] = make_step(model, x)
-        for _ in range(10):
-            steps[name]()
-    times = {name: [] for name in MODELS}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times[name].append((time.perf_counter() - t) / args.steps)
+    steps = {name: make_step(VAE(args.dim, **kw), x) for name, (kw, _) in MODELS.items()}
+    times = interleaved_medians(steps, args.rounds, args.steps, warmup=10)
     print(f"training step, batch {args.batch}, D={args.dim}, 256-256 MLPs, {args.threads} threads "
           f"(median of {args.rounds} rounds x {args.steps} steps)")
     print(f"{'model':32s} {'ms/step':>9s} {'ratio':>7s}  to")
     for name, (_, base) in MODELS.items():
-        med = statistics.median(times[name])
-        ratio = med / statistics.median(times[base])
+        med = times[name]
+        ratio = med / times[base]
         print(f"{name:32s} {med * 1e3:9.2f} {ratio:7.3f}  {base}")
 
     xs = torch.randn(args.iwae_n, args.dim)

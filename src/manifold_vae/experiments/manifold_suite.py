@@ -28,35 +28,20 @@ import numpy as np
 import torch
 
 from ..data import ManifoldBenchmark
-from ..embeddings import EmbedConfig
 from ..evaluation import true_log_likelihood
 from ..manifolds import parse_latent
-from ..training.config import FitConfig
 from ..training.runs import write_json
 from .figures import plot_grouped_bars
-from .reproduce import _load_finished, _mean_std, run_jobs
+from .reproduce import TrainingSettings, _load_finished, _mean_std, run_jobs
 
 
 @dataclass
-class ManifoldSuiteSettings:
+class ManifoldSuiteSettings(TrainingSettings):
     """Sizes of the manifold suite (defaults: the full table; ``quick()``: a smoke test)."""
 
     latents: list[str] = field(default_factory=lambda: ["S1", "S2", "T2", "SO3"])
-    n_train: int = 20000
-    n_test: int = 2000
-    dim: int = 100
-    noise: float = 0.05
-    data_seed: int = 0
     steps: int = 4000
-    batch_size: int = 512
-    lr: float = 1e-3
-    kl_warmup: float = 0.2
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
     seeds: int = 2
-    iwae_k: int = 1000
-    embed_steps: int | None = None   # None: EmbedConfig's default
-    workers: int = 0                 # parallel training processes (0: one per core, at most 4)
-
     suite: str = "manifolds"         # which rows: "manifolds" or "peers" (see suite_rows)
 
     @classmethod
@@ -120,20 +105,14 @@ def reproduce_manifolds(settings: ManifoldSuiteSettings, out: Path, *, force: bo
         bench = ManifoldBenchmark(spec, dim=settings.dim, noise=settings.noise,
                                   seed=settings.data_seed)
         emb_dir = out / "embeddings" / spec
-        emb_cfg = EmbedConfig(latent=spec, seed=0)
-        if settings.embed_steps is not None:
-            emb_cfg.steps = settings.embed_steps
-        embeddings.append((emb_cfg, emb_dir))
+        embeddings.append((settings.embed_config(spec), emb_dir))
         per_manifold[spec] = {"bench": bench, "embedding_dir": emb_dir}
         for key, name, latent, embedding, ga in suite_rows(spec, settings.suite):
             for seed in range(settings.seeds):
                 run_dir = out / "runs" / spec / f"{key}-seed{seed}"
-                cfg = FitConfig(latent=latent,
-                                embedding=str(emb_dir) if embedding == "learned" else "exact",
-                                group_action=ga, hidden=list(settings.hidden), steps=settings.steps,
-                                batch_size=settings.batch_size, lr=settings.lr,
-                                kl_warmup=settings.kl_warmup, seed=seed, iwae_k=settings.iwae_k,
-                                checkpoint_every=max(1, settings.steps // 4))
+                cfg = settings.fit_config(latent,
+                                          str(emb_dir) if embedding == "learned" else "exact",
+                                          ga, seed)
                 runs.setdefault(spec, {}).setdefault(key, []).append(run_dir)
                 jobs.append((f"{spec} {name} seed {seed}", cfg, run_dir,
                              (bench.to_dict(), settings.n_train, settings.n_test)))

@@ -42,8 +42,9 @@ from .figures import plot_curves, plot_embedding, plot_latents
 
 
 @dataclass
-class ReproduceSettings:
-    """Sizes of the circle experiment (defaults: the full table; ``quick()``: a smoke test)."""
+class TrainingSettings:
+    """What every model of a synthetic-benchmark suite shares: data sizes, networks, training
+    and evaluation (the suites subclass it with their own defaults)."""
 
     n_train: int = 20000
     n_test: int = 2000
@@ -59,6 +60,25 @@ class ReproduceSettings:
     iwae_k: int = 1000
     embed_steps: int | None = None   # None: EmbedConfig's default
     workers: int = 0                 # parallel training processes (0: one per core, at most 4)
+
+    def fit_config(self, latent: str, embedding: str, group_action: bool, seed: int) -> FitConfig:
+        """The config of one row's run (``embedding``: ``"exact"`` or a learned one's path)."""
+        return FitConfig(latent=latent, embedding=embedding, group_action=group_action,
+                         hidden=list(self.hidden), steps=self.steps, batch_size=self.batch_size,
+                         lr=self.lr, kl_warmup=self.kl_warmup, seed=seed, iwae_k=self.iwae_k,
+                         checkpoint_every=max(1, self.steps // 4))
+
+    def embed_config(self, latent: str) -> EmbedConfig:
+        """The learned embedding of ``latent`` that the suite's learned-f rows use."""
+        cfg = EmbedConfig(latent=latent, seed=0)
+        if self.embed_steps is not None:
+            cfg.steps = self.embed_steps
+        return cfg
+
+
+@dataclass
+class ReproduceSettings(TrainingSettings):
+    """Sizes of the circle experiment (defaults: the full table; ``quick()``: a smoke test)."""
 
     @classmethod
     def quick(cls) -> "ReproduceSettings":
@@ -115,19 +135,14 @@ def reproduce_circle(settings: ReproduceSettings, out: Path, *, force: bool = Fa
     log(f"true log-likelihood of the test set: {float(ll_true.mean()):.3f} "
         f"(quadrature error {ll_err:.1e}); signal/noise per coordinate {bench.signal_to_noise():.2f}")
     emb_dir = out / "embedding"
-    emb_cfg = EmbedConfig(latent="S1", seed=0)
-    if settings.embed_steps is not None:
-        emb_cfg.steps = settings.embed_steps
+    emb_cfg = settings.embed_config("S1")
 
     jobs, runs = [], {key: [] for key, *_ in ROWS}
     for key, name, latent, embedding, ga in ROWS:
         for seed in range(settings.seeds):
             run_dir = out / "runs" / f"{key}-seed{seed}"
-            cfg = FitConfig(latent=latent, embedding=str(emb_dir) if embedding == "learned" else "exact",
-                            group_action=ga, hidden=list(settings.hidden), steps=settings.steps,
-                            batch_size=settings.batch_size, lr=settings.lr,
-                            kl_warmup=settings.kl_warmup, seed=seed, iwae_k=settings.iwae_k,
-                            checkpoint_every=max(1, settings.steps // 4))
+            cfg = settings.fit_config(latent, str(emb_dir) if embedding == "learned" else "exact",
+                                      ga, seed)
             runs[key].append(run_dir)
             jobs.append((f"{name} seed {seed}", cfg, run_dir,
                          (bench.to_dict(), settings.n_train, settings.n_test)))
