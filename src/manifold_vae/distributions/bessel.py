@@ -59,37 +59,6 @@ def log_iv_and_ratio(v: float, x: Tensor) -> tuple[Tensor, Tensor]:
     return log_i, ratio
 
 
-class _LogIv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v):
-        log_i, ratio = log_iv_and_ratio(v, x)
-        ctx.save_for_backward(x, ratio.to(x.dtype))
-        ctx.v = v
-        return log_i.to(x.dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, ratio = ctx.saved_tensors
-        return grad * (ratio + ctx.v / x), None
-
-
-class _Ratio(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v):
-        _, ratio = log_iv_and_ratio(v, x)
-        ratio = ratio.to(x.dtype)
-        ctx.save_for_backward(x, ratio)
-        ctx.v = v
-        return ratio
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, r = ctx.saved_tensors
-        return grad * (1 - r * r - (2 * ctx.v + 1) * r / x), None
-
-
 class _LogIvAndRatio(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, v):
@@ -118,9 +87,9 @@ def log_bessel_iv_and_ratio(v: float, x: Tensor) -> tuple[Tensor, Tensor]:
 
 def log_bessel_iv(v: float, x: Tensor) -> Tensor:
     """``log I_v(x)``, differentiable in ``x`` (``d/dx = I_{v+1}/I_v + v/x``)."""
-    return _LogIv.apply(x, float(v))
+    return log_bessel_iv_and_ratio(v, x)[0]
 
 
 def bessel_ratio(v: float, x: Tensor) -> Tensor:
     """``I_{v+1}(x) / I_v(x)``, differentiable in ``x``; the mean resultant length of a vMF."""
-    return _Ratio.apply(x, float(v))
+    return log_bessel_iv_and_ratio(v, x)[1]

@@ -129,17 +129,16 @@ def adaptive_importance_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *,
     manifold = bench.manifold
     x = x.to(torch.float64)
     gen = torch.Generator().manual_seed(seed)
-    w1, w2 = bench.weights()
     const = -0.5 * x.shape[-1] * math.log(2 * math.pi * bench.noise ** 2)
     d = manifold.dim
     pts, log_w = manifold.quadrature(manifold.quadrature_levels()[0])
-    means = torch.relu(pts @ w1.T) @ w2.T
+    means = bench.mean(pts)
     out, errs = [], []
     for xs in torch.split(x, chunk):
         n = xs.shape[0]
 
         def loglik(m):   # m: (n, s, ambient) -> (n, s)
-            mu = torch.relu(m @ w1.T) @ w2.T
+            mu = bench.mean(m)
             return -(xs[:, None, :] - mu).pow(2).sum(-1) / (2 * bench.noise ** 2) + const
 
         def chart_sample(centers, chol, s):   # centers (n, amb), chol (n, d, d)

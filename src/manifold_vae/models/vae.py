@@ -20,8 +20,9 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import kl_divergence
 
-from ..distributions import (SPHERE_FAMILIES, HiddenSpace,
+from ..distributions import (SPHERE_FAMILIES, HiddenSpace, HypersphericalUniform,
                              log_sphere_volume, sphere_posterior)
 from ..distributions.spherical import concentration_from_raw
 from ..distributions.box import beta_rsample_and_kl
@@ -170,21 +171,18 @@ class VAE(nn.Module):
         """Negative (β-weighted) ELBO averaged over the batch, with its parts (per example)."""
         x_std = self.standardize(x)
         raw = self.encoder(x_std).float()
-        if self.family:
+        if self.family:     # a posterior on the sphere itself, uniform prior
             q = self._sphere_posterior(raw)
-            z = q.rsample()
-            kl = -q.entropy() + log_sphere_volume(self.manifold.ambient_dim)
-            rec = self.log_likelihood(x_std, z)
-            loss = (kl_weight * kl - rec).mean()
-            return {"loss": loss, "elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
-                    "reconstruction": rec.detach().mean()}
-        n_hidden = self.hidden_space.param_dim
-        z, kl = self._sample_with_kl(raw[..., :n_hidden])
-        if isinstance(self.embedding, ExactEmbedding):  # fused g·f(z) where the manifold has one
-            m = self.manifold.act_on_exact(z, raw[..., n_hidden:] if self.group_action else None)
+            m = q.rsample()
+            kl = kl_divergence(q, HypersphericalUniform(self.manifold.ambient_dim, dtype=m.dtype))
         else:
-            g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
-            m = self.latent_point(z, g)
+            n_hidden = self.hidden_space.param_dim
+            z, kl = self._sample_with_kl(raw[..., :n_hidden])
+            if isinstance(self.embedding, ExactEmbedding):  # fused g·f(z) where the manifold has one
+                m = self.manifold.act_on_exact(z, raw[..., n_hidden:] if self.group_action else None)
+            else:
+                g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
+                m = self.latent_point(z, g)
         rec = self.log_likelihood(x_std, m)
         loss = (kl_weight * kl - rec).mean()
         return {"loss": loss, "elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
