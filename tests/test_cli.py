@@ -127,6 +127,8 @@ def bad_cases(tmp: Path, circle_data: Path):
         "test dims": (["fit", "--data", circle_data, "--test-data", write(tmp / "t.npy", x)], 1, "columns"),
         "unknown option": (["fit", "--data", circle_data, "--frobnicate"], 2, "unrecognized"),
         "bad data kind": (["data", "S1xR2", "--out", tmp / "z.npy"], 2, "compact"),
+        "negative ceiling rows": (["data", "circle", "--ceiling-rows", "-1", "--out", tmp / "c.npy"], 2,
+                                  "--ceiling-rows must be >= 0"),
         "bad device": (["fit", "--data", circle_data, "--device", "tpu"], 2, "device"),
         "evaluate missing run": (["evaluate", tmp / "norun", "--data", circle_data], 1, "not found"),
     }
