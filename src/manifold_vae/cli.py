@@ -42,8 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="generate benchmark data with its true log-likelihood")
     p.add_argument("kind", help="'circle' (= S1), a latent spec of a compact manifold (uniform "
-                                "latents), or R<k> (standard normal latents)")
-    p.add_argument("--n", type=int, default=20000, help="number of examples")
+                                "latents), R<k> (standard normal latents), or an image dataset: "
+                                "'digits' (rotated handwritten digits) or 'renders' (a 3D object "
+                                "at random rotations)")
+    p.add_argument("--n", type=int, default=None,
+                   help="number of examples (default 20000; renders: 10000)")
+    p.add_argument("--size", type=int, default=None,
+                   help="image side in pixels (digits: 16, renders: 32)")
+    p.add_argument("--copies", type=int, default=8,
+                   help="digits: rotated copies of each of the 1797 digits")
     p.add_argument("--dim", type=int, default=100, help="observation dimension D")
     p.add_argument("--noise", type=float, default=0.05, help="observation noise σ (0: none)")
     p.add_argument("--hidden", type=int, default=100, help="hidden units of the random MLP")
@@ -51,11 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-rows", type=int, default=2000,
                    help="rows whose true log-likelihood is computed for the sidecar (the first "
                         "ones; 0: none). fit computes the ceiling of its own test rows")
-    p.add_argument("--out", required=True, help="output .npy file (a .json sidecar is written beside it)")
+    p.add_argument("--out", required=True, help="output .npy file (a .json sidecar is written "
+                                                "beside it); .npz for digits and renders")
     _common(p)
 
     p = sub.add_parser("fit", help="train one model and evaluate it")
-    p.add_argument("--data", required=True, help=".npy/.npz/.csv data (N×D)")
+    p.add_argument("--data", required=True, help=".npy/.npz/.csv data (N×D), or an image dataset "
+                                                 "from `data digits|renders` (its own test split, "
+                                                 "conv networks and Bernoulli likelihood by default)")
     p.add_argument("--test-data", help="separate test data (else a split of --data)")
     p.add_argument("--latent", help="latent spec: S1, R1, R2, ... (default S1)")
     p.add_argument("--embedding", help="exact | learned | DIR of a saved learned embedding")
@@ -101,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("reproduce", help="the paper's Table 1 on the circle benchmark")
-    p.add_argument("--suite", default="circle", choices=["circle", "manifolds", "peers"],
+    p.add_argument("--suite", default="circle", choices=["circle", "manifolds", "peers", "images"],
                    help="circle: the paper's Table 1; manifolds: S1, S2, T2, SO3 benchmarks; "
-                        "peers: vMF and Power Spherical VAEs beside ER on S1 and S2")
+                        "peers: vMF and Power Spherical VAEs beside ER on S1 and S2; images: "
+                        "rotated digits (S1xRk) and rendered rotations (SO3xRk)")
     p.add_argument("--quick", action="store_true", help="small, fast settings (smoke test)")
     p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, manifolds and peers 2; quick: 1)")
     p.add_argument("--steps", type=int, help="training steps per model")
@@ -150,6 +161,11 @@ def cmd_data(args) -> int:
     from .data import ManifoldBenchmark, sidecar_path
     from .evaluation import true_log_likelihood
 
+    if args.kind in ("digits", "renders"):
+        return _image_data(args)
+    if args.size is not None:
+        raise UsageError("--size applies to the image datasets (digits, renders) only")
+    args.n = 20000 if args.n is None else args.n
     spec = "S1" if args.kind == "circle" else args.kind
     if args.n < 1 or args.dim < 1 or args.hidden < 1:
         raise UsageError("--n, --dim and --hidden must be positive")
@@ -185,7 +201,47 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _image_data(args) -> int:
+    from .data.images import rendered_rotations, rotated_digits, save_image_dataset
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise UsageError(f"--out must end in .npz for the {args.kind} dataset, got {out}")
+    size = args.size if args.size is not None else (16 if args.kind == "digits" else 32)
+    try:
+        if args.kind == "digits":
+            if args.n is not None:
+                raise UsageError("digits: the number of images is 1797 × --copies; --n does not apply")
+            data = rotated_digits(size=size, copies=args.copies, seed=args.seed)
+        else:
+            data = rendered_rotations(10000 if args.n is None else args.n, size=size, seed=args.seed)
+    except ValueError as err:
+        raise UsageError(f"{args.kind}: {err}") from None
+    save_image_dataset(out, data)
+    info = {"kind": args.kind, "n": int(len(data["x"])), "n_test": int(data["test"].sum()),
+            "image_shape": data["image_shape"].tolist(), "seed": args.seed,
+            "labels": [k for k in data if k not in ("x", "image_shape", "test")]}
+    print(json.dumps(info))
+    _say(args, f"wrote {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------- fit
+def _image_fit_data(path):
+    """``(x_train, x_test, defaults)`` of an image dataset file: its own split, conv networks,
+    Bernoulli likelihood."""
+    import torch
+
+    from .data.images import load_image_dataset
+
+    data = load_image_dataset(path)
+    x = torch.from_numpy(data["x"].astype("float32"))
+    test = torch.from_numpy(data["test"])
+    defaults = {"network": "conv", "likelihood": "bernoulli", "hidden": [256],
+                "image_shape": data["image_shape"].tolist(), "batch_size": 128}
+    return x[~test], x[test], defaults
+
+
 def cmd_fit(args) -> int:
     from .data import load_matrix, read_sidecar
     from .progress import training_bar, want_progress
@@ -193,8 +249,15 @@ def cmd_fit(args) -> int:
     from .training.fit import run_fit
     from .training.runs import load_checkpoint
 
+    from .data.images import is_image_dataset
+
     base = None
     out = Path(args.out) if args.out else None
+    images = is_image_dataset(args.data)
+    if images:
+        if args.test_data:
+            raise UsageError("an image dataset carries its own test split; drop --test-data")
+        x, x_test, base = _image_fit_data(args.data)
     if args.resume:
         out = Path(args.resume)
         base = load_checkpoint(out)["config"]
@@ -204,8 +267,9 @@ def cmd_fit(args) -> int:
                          device=args.device)
     if out is None:
         out = Path("runs") / (config.latent + ("-ga" if config.group_action else ""))
-    x = load_matrix(args.data)
-    x_test = load_matrix(args.test_data, what="test data") if args.test_data else None
+    if not images:
+        x = load_matrix(args.data)
+        x_test = load_matrix(args.test_data, what="test data") if args.test_data else None
     data_info = {"data": str(args.data), "test_data": args.test_data}
     bar = training_bar(f"fit {config.latent}", want_progress(args.quiet))
     metrics = run_fit(config, x, out, x_test=x_test, sidecar=read_sidecar(args.data),
@@ -228,14 +292,22 @@ def cmd_evaluate(args) -> int:
     from .training.fit import ceiling_metrics
     from .training.runs import load_run, write_json
 
+    from .data.images import is_image_dataset
+    from .training.fit import fixed_binarization
+
     if args.k < 1:
         raise UsageError(f"--k must be a positive integer, got {args.k}")
     model, config, ckpt = load_run(args.run)
-    x = load_matrix(args.data, min_rows=1)
+    images = is_image_dataset(args.data)
+    if images:
+        x_train, x_test, _ = _image_fit_data(args.data)
+        x = x_test if args.split == "test" else torch.cat([x_train, x_test])
+    else:
+        x = load_matrix(args.data, min_rows=1)
     if x.shape[1] != model.data_dim:
         raise DataError(f"{args.data}: data have {x.shape[1]} columns but the model in {args.run} "
                         f"was trained on {model.data_dim}")
-    if args.split == "test":
+    if args.split == "test" and not images:
         idx_path = Path(args.run) / "test_index.npy"
         if not idx_path.is_file():
             raise DataError(f"{args.run} has no test_index.npy (it was trained with --test-data); "
@@ -245,6 +317,10 @@ def cmd_evaluate(args) -> int:
             raise DataError(f"{args.data} has {x.shape[0]} rows; the run's test split needs "
                             f"more — is this the file the run was trained on?")
         x = x[idx]
+    if config.likelihood == "bernoulli":
+        if bool((x < 0).any() or (x > 1).any()):
+            raise DataError(f"{args.data}: the model has a Bernoulli likelihood; data must lie in [0, 1]")
+        x = fixed_binarization(x, seed=config.split_seed)     # the same draw as at training time
     ev = evaluate(model, x, k=args.k)
     result = {"run": str(args.run), "data": str(args.data), "split": args.split,
               "test_elbo": ev["elbo"], "test_elbo_stderr": ev["elbo_stderr"],
@@ -312,6 +388,7 @@ def cmd_embed(args) -> int:
 
 # ---------------------------------------------------------------------- reproduce
 def cmd_reproduce(args) -> int:
+    from .experiments.image_suite import ImageSuiteSettings, reproduce_images
     from .experiments.manifold_suite import ManifoldSuiteSettings, reproduce_manifolds
     from .experiments.reproduce import ReproduceSettings, reproduce_circle
     from .progress import want_progress
@@ -322,9 +399,12 @@ def cmd_reproduce(args) -> int:
     elif args.suite == "manifolds":
         settings = ManifoldSuiteSettings.quick() if args.quick else ManifoldSuiteSettings()
         run = reproduce_manifolds
-    else:
+    elif args.suite == "peers":
         settings = ManifoldSuiteSettings.peers_quick() if args.quick else ManifoldSuiteSettings.peers()
         run = reproduce_manifolds
+    else:
+        settings = ImageSuiteSettings.quick() if args.quick else ImageSuiteSettings()
+        run = reproduce_images
     if args.seeds is not None:
         if args.seeds < 1:
             raise UsageError("--seeds must be positive")
@@ -332,7 +412,10 @@ def cmd_reproduce(args) -> int:
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be positive")
-        settings.steps = args.steps
+        if args.suite == "images":
+            settings.digits_steps = settings.renders_steps = args.steps
+        else:
+            settings.steps = args.steps
     out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
     run(settings, out, force=args.force, progress=want_progress(args.quiet),
         log=lambda m: _say(args, m))

@@ -17,9 +17,12 @@ from torch import Tensor
 
 
 @torch.no_grad()
-def per_example_bounds(model, x: Tensor, *, k: int = 1000, max_rows: int = 131072,
+def per_example_bounds(model, x: Tensor, *, k: int = 1000, max_rows: int | None = None,
                        generator_seed: int | None = 0) -> tuple[Tensor, Tensor]:
-    """``(elbo, iwae)`` per example (float64 tensors of length ``len(x)``)."""
+    """``(elbo, iwae)`` per example (float64 tensors of length ``len(x)``); at most ``max_rows``
+    (K × examples) decoder rows at once (default: the model's ``max_eval_rows``)."""
+    if max_rows is None:
+        max_rows = getattr(model, "max_eval_rows", 131072)
     if k < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {k}")
     was_training = model.training

@@ -155,3 +155,65 @@ def plot_latent_embedding(model, x, labels, path: Path, *, title: str = "") -> N
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_image_grid(rows, path: Path, *, image_shape, row_labels=(), title: str = "") -> None:
+    """A grid of images: ``rows`` is a list of equal-length lists (or arrays) of flat images."""
+    c, h, w = (int(s) for s in image_shape)
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.75 * n_cols + 0.9, 0.75 * n_rows + 0.4),
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(row):
+                img = np.asarray(row[j], dtype=np.float64).reshape(c, h, w)
+                ax.imshow(img[0] if c == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+        if i < len(row_labels):
+            axes[i][0].set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_angle_recovery(true_angle, learned_angle, labels, path: Path, *, title: str = "") -> None:
+    """Learned (aligned) circle angle against the true angle, in degrees, coloured by class."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    t = np.degrees(np.mod(true_angle, 2 * np.pi))
+    l = np.degrees(np.mod(learned_angle, 2 * np.pi))
+    labels = np.asarray(labels)
+    for cls in np.unique(labels):
+        sel = labels == cls
+        ax.scatter(t[sel], l[sel], s=4, label=str(cls))
+    ax.plot([0, 360], [0, 360], "k--", lw=0.8)
+    ax.set_xlim(0, 360)
+    ax.set_ylim(0, 360)
+    ax.set_xlabel("true rotation angle (deg)")
+    ax.set_ylabel("learned S1 angle, aligned (deg)")
+    ax.legend(fontsize=7, markerscale=3, title="class", title_fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_error_histogram(errors_deg, path: Path, *, xlabel: str, title: str = "") -> None:
+    """Histogram of recovery errors in degrees, with the median marked."""
+    errors_deg = np.asarray(errors_deg, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.hist(errors_deg, bins=60, range=(0, 180), color="tab:blue", alpha=0.8)
+    med = float(np.median(errors_deg))
+    ax.axvline(med, color="k", ls="--", lw=1, label=f"median {med:.1f}°")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test examples")
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -30,10 +30,12 @@ from ..distributions.hidden import LOG_SIGMA_BOUNDS
 from ..embeddings import ExactEmbedding
 from ..manifolds import Circle, Manifold, Sphere, parse_latent
 from ..manifolds.base import safe_normalize
-from .networks import MLP
+from .networks import MLP, ConvDecoder, ConvEncoder
 
 LOG_2PI = math.log(2 * math.pi)
 LOG_SCALE_BOUNDS = (-9.0, 5.0)
+LIKELIHOODS = ("gaussian", "bernoulli")
+NETWORKS = ("mlp", "conv")
 
 
 def parse_model_latent(spec: str | Manifold) -> tuple[str | None, Manifold]:
@@ -61,7 +63,13 @@ class VAE(nn.Module):
         embedding: ``None`` for the exact map of ``latent``, or a module ``z -> m`` (a frozen
             :class:`~manifold_vae.embeddings.LearnedEmbedding`).
         group_action: add a group-action encoder head, ``m = g(x) · f(z)``.
-        hidden: widths of the encoder's hidden layers (the decoder uses them reversed).
+        hidden: widths of the encoder's hidden layers (the decoder uses them reversed); for
+            ``network="conv"`` the widths of the fully connected part after the convolutions.
+        likelihood: ``"gaussian"`` (one learned scale per coordinate, data standardized) or
+            ``"bernoulli"`` (data in [0, 1]; the training loss binarizes each batch afresh,
+            ``x ~ Bernoulli(pixel)``: dynamic binarization, Salakhutdinov & Murray 2008).
+        network: ``"mlp"`` or ``"conv"`` (images; ``image_shape = (C, H, W)`` of a flat row,
+            stride-2 convolutions with ``conv_channels``).
 
     Example::
 
@@ -73,8 +81,21 @@ class VAE(nn.Module):
 
     def __init__(self, data_dim: int, latent: str | Manifold, *, embedding: nn.Module | None = None,
                  group_action: bool = False, hidden: Sequence[int] = (256, 256),
-                 activation: str = "relu"):
+                 activation: str = "relu", likelihood: str = "gaussian", network: str = "mlp",
+                 image_shape: Sequence[int] | None = None, conv_channels: Sequence[int] = (32, 64)):
         super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose from {', '.join(LIKELIHOODS)}")
+        if network not in NETWORKS:
+            raise ValueError(f"unknown network {network!r}; choose from {', '.join(NETWORKS)}")
+        if network == "conv":
+            if not image_shape:
+                raise ValueError("network='conv' needs image_shape (channels, height, width)")
+            if math.prod(int(s) for s in image_shape) != int(data_dim):
+                raise ValueError(f"image_shape {list(image_shape)} has "
+                                 f"{math.prod(int(s) for s in image_shape)} pixels but the data "
+                                 f"have {data_dim} columns")
+        self.likelihood, self.network = likelihood, network
         self.family, self.manifold = parse_model_latent(latent)
         self.spec = (f"{self.family}:" if self.family else "") + self.manifold.spec
         if group_action and self.manifold.group_param_dim == 0:
@@ -88,14 +109,24 @@ class VAE(nn.Module):
         n_group = self.manifold.group_param_dim if group_action else 0
         # spherical posteriors: a mean direction in R^{n+1} and one concentration
         n_post = self.manifold.ambient_dim + 1 if self.family else self.hidden_space.param_dim
-        self.encoder = MLP(self.data_dim, hidden, n_post + n_group, activation=activation)
+        if network == "conv":
+            self.encoder = ConvEncoder(image_shape, hidden, n_post + n_group,
+                                       channels=conv_channels, activation=activation)
+        else:
+            self.encoder = MLP(self.data_dim, hidden, n_post + n_group, activation=activation)
         self.embedding = embedding if embedding is not None else ExactEmbedding(self.manifold)
         if getattr(self.embedding, "manifold", self.manifold).spec != self.manifold.spec:
             raise ValueError(f"embedding is for {self.embedding.manifold.spec}, "
                              f"latent is {self.manifold.spec}")
         self.embedding.requires_grad_(False)
-        self.decoder = MLP(self.manifold.ambient_dim, list(hidden)[::-1], self.data_dim,
-                           activation=activation)
+        if network == "conv":
+            self.decoder = ConvDecoder(self.manifold.ambient_dim, list(hidden)[::-1], image_shape,
+                                       channels=conv_channels, activation=activation)
+        else:
+            self.decoder = MLP(self.manifold.ambient_dim, list(hidden)[::-1], self.data_dim,
+                               activation=activation)
+        # rows (K samples × examples) per IWAE chunk: conv feature maps are far larger than MLP ones
+        self.max_eval_rows = 4096 if network == "conv" else 131072
         self.log_scale = nn.Parameter(torch.zeros(self.data_dim))
         self.register_buffer("data_shift", torch.zeros(self.data_dim))
         self.register_buffer("data_scale", torch.ones(()))
@@ -141,7 +172,12 @@ class VAE(nn.Module):
         return m if g is None else self.manifold.act(g, m)
 
     def log_likelihood(self, x_std: Tensor, m: Tensor) -> Tensor:
-        """``log p_θ(x | m)`` in the data's own units, for standardized ``x_std``."""
+        """``log p_θ(x | m)`` in the data's own units, for standardized ``x_std`` (Bernoulli:
+        ``Σ_i x_i log σ(ℓ_i) + (1 - x_i) log σ(-ℓ_i)`` for decoder logits ``ℓ``)."""
+        if self.likelihood == "bernoulli":
+            logits = self.decoder(m).float()
+            return -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, x_std.expand_as(logits), reduction="none").sum(-1)
         loc = self.decoder(m).float()
         log_scale = self.log_scale.clamp(*LOG_SCALE_BOUNDS)
         resid = (x_std - loc) * torch.exp(-log_scale)
@@ -149,7 +185,9 @@ class VAE(nn.Module):
                 - 0.5 * self.data_dim * LOG_2PI - self.data_dim * torch.log(self.data_scale))
 
     def decode_mean(self, m: Tensor) -> Tensor:
-        """Mean of ``p_θ(x | m)`` in the data's own units."""
+        """Mean of ``p_θ(x | m)`` in the data's own units (pixel probabilities for Bernoulli)."""
+        if self.likelihood == "bernoulli":
+            return torch.sigmoid(self.decoder(m))
         return self.data_shift + self.data_scale * self.decoder(m)
 
     # ------------------------------------------------------------------ training objective
@@ -169,6 +207,8 @@ class VAE(nn.Module):
 
     def loss(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
         """Negative (β-weighted) ELBO averaged over the batch, with its parts (per example)."""
+        if self.likelihood == "bernoulli" and self.training:
+            x = torch.bernoulli(x)      # dynamic binarization: a fresh binary image every step
         x_std = self.standardize(x)
         raw = self.encoder(x_std).float()
         if self.family:     # a posterior on the sphere itself, uniform prior
@@ -214,6 +254,7 @@ class VAE(nn.Module):
         return self.latent_point(q.mean, g)
 
     def describe(self) -> dict:
-        return {"latent": self.spec, "data_dim": self.data_dim,
+        return {"latent": self.spec, "data_dim": self.data_dim, "likelihood": self.likelihood,
+                "network": self.network,
                 "group_action": self.group_action,
                 "embedding": getattr(self.embedding, "kind", type(self.embedding).__name__)}

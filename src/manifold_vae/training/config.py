@@ -30,6 +30,10 @@ class FitConfig:
     group_action: bool = False
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
+    likelihood: str = "gaussian"      # "gaussian" (learned scale per coordinate) or "bernoulli"
+    network: str = "mlp"              # "mlp" or "conv" (images; needs image_shape)
+    image_shape: list[int] = field(default_factory=list)   # (C, H, W) of a row, for "conv"
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     # optimisation
     steps: int = 10000
     batch_size: int = 512
@@ -74,6 +78,17 @@ class FitConfig:
             raise UsageError(f"config: device must be auto, cpu or cuda, got {self.device!r}")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise UsageError(f"config: hidden must be a list of positive widths, got {self.hidden}")
+        if self.likelihood not in ("gaussian", "bernoulli"):
+            raise UsageError(f"config: likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
+        if self.network not in ("mlp", "conv"):
+            raise UsageError(f"config: network must be 'mlp' or 'conv', got {self.network!r}")
+        if self.network == "conv" and len(self.image_shape) != 3:
+            raise UsageError("config: network='conv' needs image_shape = [channels, height, width] "
+                             "(image data files made by `manifold-vae data digits|renders` carry it)")
+        if self.image_shape and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
+            raise UsageError(f"config: image_shape must be three positive integers, got {self.image_shape}")
+        if not self.conv_channels or min(self.conv_channels) < 1:
+            raise UsageError(f"config: conv_channels must be positive widths, got {self.conv_channels}")
         if self.threads < 0:
             raise UsageError(f"config: threads must be >= 0, got {self.threads}")
         return self

@@ -27,6 +27,14 @@ def data_transform(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return shift, scale
 
 
+def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``x ~ Bernoulli(x)`` drawn once from ``seed`` (binary input is returned unchanged)."""
+    if bool(((x == 0) | (x == 1)).all()):
+        return x
+    gen = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(x, generator=gen)
+
+
 def check_run_dir(out: Path, config: FitConfig, *, force: bool) -> None:
     """Refuse to overwrite a directory that holds another run, unless ``force``."""
     if not out.exists():
@@ -117,6 +125,13 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
             raise DataError(f"test data have {x_test.shape[1]} columns but training data have "
                             f"{x.shape[1]}")
         x_train, test_idx = x, None
+    if config.likelihood == "bernoulli":
+        for name, arr in (("training", x_train), ("test", x_test)):
+            if bool((arr < 0).any() or (arr > 1).any()):
+                raise DataError(f"a Bernoulli likelihood needs {name} data in [0, 1]; values range "
+                                f"over [{float(arr.min()):.3g}, {float(arr.max()):.3g}]")
+        # one fixed binarization of the test set (seeded), so every model sees the same test data
+        x_test = fixed_binarization(x_test, seed=config.split_seed)
     if out is not None and main:
         if ckpt is None:
             check_run_dir(out, config, force=force)
@@ -132,7 +147,7 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
             torch.manual_seed(config.seed)
             embedding = prepare_embedding(config, out if main else None, log=log if main else _mute)
             model = build_model(config, x.shape[1], embedding=embedding)
-        if config.standardize:
+        if config.standardize and config.likelihood == "gaussian":
             model.set_data_transform(*data_transform(x_train))
     model.to(device)
     bar = progress_factory(config.steps, ckpt["step"] if ckpt else 0) if (progress_factory and main) else None

@@ -60,7 +60,9 @@ def build_model(config: FitConfig, data_dim: int, *, embedding: torch.nn.Module 
         raise UsageError(f"latent {manifold.spec} has no group action; drop --group-action")
     try:
         return VAE(data_dim, config.latent, embedding=embedding, group_action=config.group_action,
-                   hidden=config.hidden, activation=config.activation)
+                   hidden=config.hidden, activation=config.activation,
+                   likelihood=config.likelihood, network=config.network,
+                   image_shape=config.image_shape or None, conv_channels=config.conv_channels)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

@@ -48,7 +48,8 @@ def kl_weight(step: int, config: FitConfig) -> float:
 def make_optimizer(model: nn.Module, config: FitConfig):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr)
-    if config.schedule == "onecycle":
+    # OneCycleLR needs at least two steps in its warm-up quarter; shorter runs keep lr constant
+    if config.schedule == "onecycle" and config.steps >= 8:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps,
                                                     pct_start=0.25)
     else:

@@ -1,0 +1,204 @@
+"""Image data (rotated digits, rendered rotations), conv networks with a Bernoulli likelihood,
+the recovery metrics, and the image suite end to end on tiny settings."""
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from manifold_vae.cli import main
+from manifold_vae.data.images import (ALBEDO, CUBES, LIGHT, _object_radius, load_image_dataset,
+                                      render, rendered_rotations, rotate_images, rotated_digits,
+                                      save_image_dataset)
+from manifold_vae.evaluation.alignment import (align_angles, align_rotations,
+                                               fisher_lee_correlation)
+from manifold_vae.manifolds.rotations import haar_rotations
+from manifold_vae.models import VAE
+from manifold_vae.training.fit import fixed_binarization
+
+
+# ---------------------------------------------------------------------- data
+def test_rotate_images_quarter_turn_is_counterclockwise_rot90():
+    img = torch.rand(3, 1, 8, 8)
+    turned = rotate_images(img, torch.full((3,), math.pi / 2))
+    # numpy's rot90 turns a displayed image counter-clockwise (row 0 at the top)
+    expected = torch.from_numpy(np.rot90(img.numpy(), 1, axes=(2, 3)).copy())
+    assert torch.allclose(turned, expected, atol=1e-5)
+
+
+def test_rotated_digits_split_by_source_and_labels():
+    d = rotated_digits(size=16, copies=2, seed=3)
+    assert d["x"].shape == (1797 * 2, 256) and d["x"].dtype == np.float32
+    assert d["x"].min() >= 0 and d["x"].max() <= 1
+    assert set(d["source"][d["test"]]).isdisjoint(d["source"][~d["test"]])
+    assert abs(d["test"].mean() - 0.2) < 0.01
+    assert d["angle"].min() >= 0 and d["angle"].max() < 2 * math.pi
+    # two copies of one source differ by exactly their angle difference (up to interpolation)
+    again = rotated_digits(size=16, copies=2, seed=3)
+    assert np.array_equal(again["x"], d["x"])              # seeded
+
+
+def test_render_identity_pose_matches_lambert_shading():
+    size = 32
+    img = render(np.eye(3)[None], size=size)[0]
+    centres = CUBES - CUBES.mean(0)
+    r = 1.04 * _object_radius()
+    u, v = centres[0, 0], centres[0, 1]                     # cube 0: nothing in front of it
+    col, row = int((u + r) / (2 * r) * size), int((r - v) / (2 * r) * size)
+    expected = ALBEDO[0] * (0.25 + 0.75 * max(0.0, -LIGHT[2]))   # its face normal is -z
+    assert img[row, col] == pytest.approx(expected, abs=1e-9)
+    assert img[0, 0] == 0.0                                 # background
+
+
+def test_renders_tell_every_orientation_apart():
+    """No rotation maps the object onto itself: poses more than 20° apart never look alike."""
+    rot = haar_rotations(60, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    img = render(rot, size=32).reshape(60, -1)
+    for i, j in itertools.combinations(range(60), 2):
+        angle = np.degrees(np.arccos(np.clip((np.trace(rot[i].T @ rot[j]) - 1) / 2, -1, 1)))
+        if angle > 20:
+            assert np.abs(img[i] - img[j]).mean() > 0.01, (i, j, angle)
+
+
+def test_image_dataset_roundtrip_and_bad_files(tmp_path):
+    d = rendered_rotations(40, size=16, seed=1)
+    path = save_image_dataset(tmp_path / "r.npz", d)
+    back = load_image_dataset(path)
+    assert np.array_equal(back["rotation"], d["rotation"]) and back["image_shape"].tolist() == [1, 16, 16]
+    from manifold_vae.errors import DataError
+    bad = dict(d, x=d["x"] * 2)
+    np.savez(tmp_path / "range.npz", **bad)
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_image_dataset(tmp_path / "range.npz")
+    np.savez(tmp_path / "shape.npz", **dict(d, image_shape=np.array([1, 8, 8])))
+    with pytest.raises(DataError, match="image_shape"):
+        load_image_dataset(tmp_path / "shape.npz")
+    np.savez(tmp_path / "keys.npz", x=d["x"])
+    with pytest.raises(DataError, match="missing"):
+        load_image_dataset(tmp_path / "keys.npz")
+    (tmp_path / "corrupt.npz").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="unreadable"):
+        load_image_dataset(tmp_path / "corrupt.npz")
+
+
+# ---------------------------------------------------------------------- model
+def test_bernoulli_likelihood_is_normalized_over_all_binary_images():
+    torch.manual_seed(0)
+    model = VAE(16, "S1xR1", likelihood="bernoulli", network="conv", image_shape=[1, 4, 4],
+                hidden=[8], conv_channels=[4, 8]).eval()
+    x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=16)))       # all 65536 images
+    m = model.embed(torch.rand(1, 16)).expand(len(x), -1)
+    with torch.no_grad():
+        total = torch.logsumexp(model.log_likelihood(x, m).double(), 0)
+    assert float(total) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("latent,ga", [("S1xR2", True), ("SO3xR1", True), ("vmf:S3", False), ("R3", False)])
+def test_conv_bernoulli_model_trains_and_evaluates(latent, ga):
+    torch.manual_seed(0)
+    model = VAE(256, latent, group_action=ga, likelihood="bernoulli", network="conv",
+                image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16])
+    x = torch.rand(6, 256)
+    out = model.loss(x)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.encoder.convs[0].weight.grad.abs().sum() > 0
+    lw = model.eval().log_weights(torch.bernoulli(x), 5)
+    assert lw.shape == (5, 6) and torch.isfinite(lw).all()
+
+
+def test_dynamic_binarization_only_while_training():
+    torch.manual_seed(0)
+    model = VAE(16, "S1", likelihood="bernoulli", network="conv", image_shape=[1, 4, 4],
+                hidden=[8], conv_channels=[4, 8])
+    x = torch.full((64, 16), 0.5)
+    a, b = model.loss(x)["reconstruction"], model.loss(x)["reconstruction"]
+    assert a != b                                            # a fresh binary image each call
+    xb = fixed_binarization(x, seed=0)
+    assert set(xb.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(xb, fixed_binarization(x, seed=0)) and torch.equal(fixed_binarization(xb, 5), xb)
+    # mean 0.5 per pixel: 1024 draws, s.e. 1/64; 4 s.e.
+    assert abs(float(xb.mean()) - 0.5) < 4 / 64
+
+
+def test_conv_network_rejects_mismatched_image_shape():
+    with pytest.raises(ValueError, match="pixels"):
+        VAE(100, "S1", network="conv", image_shape=[1, 16, 16])
+    with pytest.raises(ValueError, match="divisible"):
+        VAE(36, "S1", network="conv", image_shape=[1, 6, 6], conv_channels=[4, 8])
+
+
+# ---------------------------------------------------------------------- recovery metrics
+def test_angle_alignment_finds_reflection_and_offset():
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 2 * np.pi, 2000)
+    learned = -(true - 1.0) + 0.05 * rng.standard_normal(2000)
+    fit = align_angles(learned, true)
+    assert fit["reflection"] and fit["circular_correlation"] > 0.99
+    assert np.median(np.abs(fit["error"])) < 0.06
+    # independent angles: ρ_T is near 0 (its s.e. is O(1/n) here; 0.05 is generous)
+    assert abs(fisher_lee_correlation(rng.uniform(0, 6.3, 2000), true)) < 0.05
+
+
+def test_rotation_alignment_recovers_two_sided_and_inverse_maps():
+    g = torch.Generator().manual_seed(2)
+    r = haar_rotations(300, 3, generator=g, dtype=torch.float64).numpy()
+    a, b = haar_rotations(2, 3, generator=g, dtype=torch.float64).numpy()
+    learned = a @ np.swapaxes(r, 1, 2) @ b
+    fit = align_rotations(learned, r)
+    assert fit["inverse"] and fit["median_geodesic_error_deg"] < 1e-6
+    unrelated = haar_rotations(300, 3, generator=g, dtype=torch.float64).numpy()
+    assert align_rotations(unrelated, r)["median_geodesic_error_deg"] > 60
+
+
+# ---------------------------------------------------------------------- CLI and suite
+def test_cli_image_data_fit_evaluate(tmp_path, capsys):
+    data = tmp_path / "renders.npz"
+    assert main(["data", "renders", "--n", "120", "--size", "16", "--out", str(data), "--quiet"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["image_shape"] == [1, 16, 16] and info["n_test"] == 12
+    run = tmp_path / "run"
+    assert main(["fit", "--data", str(data), "--latent", "SO3xR1", "--group-action", "--steps", "4",
+                 "--set", "iwae_k=5", "--set", "hidden=16", "--set", "conv_channels=4,8",
+                 "--set", "batch_size=16", "--out", str(run), "--quiet"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_test"] == 12 and math.isfinite(metrics["test_iwae"])
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert cfg["network"] == "conv" and cfg["likelihood"] == "bernoulli"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(data), "--split", "test", "--k", "5", "--quiet"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["n"] == 12 and math.isfinite(ev["test_iwae"])
+
+
+def test_cli_image_data_bad_input(tmp_path, capsys):
+    assert main(["data", "digits", "--out", str(tmp_path / "d.npy"), "--quiet"]) == 2
+    assert ".npz" in capsys.readouterr().err
+    assert main(["data", "renders", "--n", "1", "--out", str(tmp_path / "r.npz"), "--quiet"]) == 2
+    assert "at least 2" in capsys.readouterr().err
+    assert main(["data", "digits", "--size", "10", "--out", str(tmp_path / "d.npz"), "--quiet"]) == 2
+    assert "multiple of 4" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_image_suite_end_to_end(tmp_path):
+    from manifold_vae.experiments.image_suite import ImageSuiteSettings, reproduce_images
+
+    s = ImageSuiteSettings(digits_copies=1, digits_steps=6, renders_n=200, renders_size=16,
+                           renders_steps=6, batch_size=32, seeds=1, iwae_k=4, hidden=[16],
+                           conv_channels=[4, 8], workers=1)
+    res = reproduce_images(s, tmp_path, log=lambda m: None)
+    assert 0 <= res["circular_correlation"] <= 1
+    assert set(res["circular_correlation_per_class"]) == {"2", "3", "4", "5", "7"}
+    assert 0 <= res["median_geodesic_error_deg"] <= 180
+    keys = [r["key"] for r in res["datasets"]["digits"]["rows"]]
+    assert keys == ["gauss", "vmf", "powerspherical", "er", "er-ga"]
+    for name in ("digits_reconstructions", "digits_circle_walk", "digits_angle_recovery",
+                 "digits_angle_errors", "renders_reconstructions", "renders_great_circles",
+                 "renders_rotation_errors"):
+        assert (tmp_path / "figures" / f"{name}.png").is_file(), name
+    assert "circular correlation" in (tmp_path / "results.md").read_text()
+    # a second call reuses every finished run
+    again = reproduce_images(s, tmp_path, log=lambda m: None)
+    assert again["circular_correlation"] == res["circular_correlation"]
