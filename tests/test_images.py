@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from manifold_vae.cli import main
-from manifold_vae.data.images import (ALBEDO, CUBES, LIGHT, _object_radius, load_image_dataset,
+from manifold_vae.data.images import (ALBEDO, AMBIENT, CUBES, LIGHT, _object_radius, load_image_dataset,
                                       render, rendered_rotations, rotate_images, rotated_digits,
                                       save_image_dataset)
 from manifold_vae.evaluation.alignment import (align_angles, align_rotations,
@@ -47,7 +47,7 @@ def test_render_identity_pose_matches_lambert_shading():
     r = 1.04 * _object_radius()
     u, v = centres[0, 0], centres[0, 1]                     # cube 0: nothing in front of it
     col, row = int((u + r) / (2 * r) * size), int((r - v) / (2 * r) * size)
-    expected = ALBEDO[0] * (0.25 + 0.75 * max(0.0, -LIGHT[2]))   # its face normal is -z
+    expected = ALBEDO[0] * (AMBIENT + (1 - AMBIENT) * max(0.0, -LIGHT[2]))   # its face normal is -z
     assert img[row, col] == pytest.approx(expected, abs=1e-9)
     assert img[0, 0] == 0.0                                 # background
 
@@ -95,10 +95,13 @@ def test_bernoulli_likelihood_is_normalized_over_all_binary_images():
     assert float(total) == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("latent,ga", [("S1xR2", True), ("SO3xR1", True), ("vmf:S3", False), ("R3", False)])
-def test_conv_bernoulli_model_trains_and_evaluates(latent, ga):
+@pytest.mark.parametrize("latent,ga,network", [("S1xR2", True, "conv"), ("SO3xR1", True, "conv"),
+                                               ("vmf:S3", False, "conv"), ("R3", False, "conv"),
+                                               ("S1xR2", True, "conv-rotate"), ("R3", False, "conv-rotate"),
+                                               ("SO3xR1", True, "splat"), ("R4", False, "splat")])
+def test_image_model_trains_and_evaluates(latent, ga, network):
     torch.manual_seed(0)
-    model = VAE(256, latent, group_action=ga, likelihood="bernoulli", network="conv",
+    model = VAE(256, latent, group_action=ga, likelihood="bernoulli", network=network,
                 image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16])
     x = torch.rand(6, 256)
     out = model.loss(x)
@@ -120,6 +123,33 @@ def test_dynamic_binarization_only_while_training():
     assert torch.equal(xb, fixed_binarization(x, seed=0)) and torch.equal(fixed_binarization(xb, 5), xb)
     # mean 0.5 per pixel: 1024 draws, s.e. 1/64; 4 s.e.
     assert abs(float(xb.mean()) - 0.5) < 4 / 64
+
+
+def test_rotating_decoder_is_equivariant_to_quarter_turns():
+    """Turning the latent's first two coordinates by 90° turns the decoded image by 90°."""
+    from manifold_vae.models.networks import RotatingConvDecoder
+    torch.manual_seed(0)
+    dec = RotatingConvDecoder(5, [32], [1, 16, 16], channels=[8, 16])
+    m = torch.randn(4, 5)
+    turned = m.clone()
+    turned[:, 0], turned[:, 1] = -m[:, 1], m[:, 0]
+    a, b = dec(m).reshape(4, 1, 16, 16), dec(turned).reshape(4, 1, 16, 16)
+    assert torch.allclose(torch.rot90(a, 1, dims=(2, 3)), b, atol=1e-5)
+    # the same rotation convention as the data: rotate_images by +90° is rot90(k=1)
+    assert torch.allclose(rotate_images(a, torch.full((4,), math.pi / 2)), b, atol=1e-5)
+
+
+def test_splat_decoder_turns_its_object_with_the_latent_rotation():
+    from manifold_vae.models.networks import SplatDecoder
+    torch.manual_seed(0)
+    dec = SplatDecoder(10, [16], [1, 16, 16], points=8)
+    m = torch.randn(5, 10)
+    rot = dec.rotation(m)
+    assert torch.allclose(rot.transpose(1, 2) @ rot, torch.eye(3).expand(5, 3, 3), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(5), atol=1e-5)
+    out = dec(m)
+    out.sum().backward()
+    assert out.shape == (5, 256) and dec.points.grad.abs().sum() > 0 and dec.head.weight.grad.abs().sum() > 0
 
 
 def test_conv_network_rejects_mismatched_image_shape():

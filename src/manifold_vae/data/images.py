@@ -72,10 +72,13 @@ def rotated_digits(*, size: int = 16, copies: int = 8, seed: int = 0,
 
 
 # ---------------------------------------------------------------------- rendered rotations
-# a chain of five unit cubes (steps +x, +x, +y, +z): no rotation maps it onto itself, and each
-# cube has its own grey level, so every orientation gives a different picture
+# a chain of five unit cubes (steps +x, +x, +y, +z): chiral, and no rotation maps it onto itself,
+# so every orientation gives a different picture; each cube has its own grey level. Bright
+# albedos and a strong ambient term keep the object solid after binarization (a dim object
+# would turn into sparse dots and carry little information about its pose).
 CUBES = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [2, 1, 0], [2, 1, 1]], dtype=np.float64)
-ALBEDO = np.array([1.0, 0.45, 0.8, 0.6, 0.3])
+ALBEDO = np.array([1.0, 0.8, 0.95, 0.85, 0.9])
+AMBIENT = 0.55
 LIGHT = np.array([-0.45, 0.55, -0.70]) / np.linalg.norm([-0.45, 0.55, -0.70])
 
 
@@ -91,8 +94,8 @@ def render(rotations: np.ndarray, *, size: int = 32, supersample: int = 2,
     (N×3×3, object frame -> camera frame).
 
     Orthographic camera looking along +z (image up = +y), ray casting against the cubes' slabs
-    (the nearest hit wins: an exact z-buffer), Lambert shading ``albedo · (0.25 + 0.75 max(0,
-    n·l))`` with a fixed light, ``supersample²`` rays per pixel averaged (anti-aliasing)."""
+    (the nearest hit wins: an exact z-buffer), Lambert shading ``albedo · (a + (1 - a) max(0,
+    n·l))`` with ambient ``a = AMBIENT`` and a fixed light, ``supersample²`` rays per pixel averaged (anti-aliasing)."""
     rotations = np.asarray(rotations, dtype=np.float64)
     if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
         raise ValueError(f"rotations must be N×3×3, got {rotations.shape}")
@@ -121,7 +124,7 @@ def render(rotations: np.ndarray, *, size: int = 32, supersample: int = 2,
         sign = -np.sign(np.take_along_axis(d[:, 0, 0, :], axis, -1))           # (n, P)
         normal_cam = rot[np.arange(len(rot))[:, None], :, axis] * sign[..., None]  # R e_axis
         lambert = np.clip(normal_cam @ LIGHT, 0, None)
-        out[start:start + chunk] = np.where(any_hit, ALBEDO[j] * (0.25 + 0.75 * lambert), 0.0)
+        out[start:start + chunk] = np.where(any_hit, ALBEDO[j] * (AMBIENT + (1 - AMBIENT) * lambert), 0.0)
     img = out.reshape(-1, size, supersample, size, supersample).mean((2, 4))
     return np.clip(img, 0.0, 1.0)
 

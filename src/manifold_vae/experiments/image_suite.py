@@ -54,10 +54,12 @@ class ImageSuiteSettings:
     digits_copies: int = 8           # rotated copies of each of the 1797 digits
     digits_style: int = 4            # k of S1xRk: dimensions for everything but the angle
     digits_steps: int = 5000
+    digits_network: str = "conv-rotate"   # decoder: "conv", "conv-rotate" (equivariant to turns)
     renders_n: int = 10000
     renders_size: int = 32
     renders_style: int = 1           # k of SO3xRk
     renders_steps: int = 3000
+    renders_network: str = "splat"        # decoder: "conv", "splat" (a learned 3D object turned)
     batch_size: int = 128
     lr: float = 1e-3
     kl_warmup: float = 0.2
@@ -83,8 +85,9 @@ class ImageSuiteSettings:
     def fit_config(self, dataset: str, latent: str, group_action: bool, seed: int,
                    image_shape) -> FitConfig:
         steps = self.steps(dataset)
+        network = self.digits_network if dataset == "digits" else self.renders_network
         return FitConfig(latent=latent, group_action=group_action, hidden=list(self.hidden),
-                         network="conv", likelihood="bernoulli", image_shape=list(image_shape),
+                         network=network, likelihood="bernoulli", image_shape=list(image_shape),
                          conv_channels=list(self.conv_channels), steps=steps,
                          batch_size=self.batch_size, lr=self.lr, kl_warmup=self.kl_warmup,
                          seed=seed, iwae_k=self.iwae_k, checkpoint_every=max(1, steps // 4))
@@ -177,23 +180,35 @@ def _test_set(data: dict) -> tuple[torch.Tensor, np.ndarray]:
     return fixed_binarization(x, seed=FitConfig().split_seed), idx
 
 
-def circle_angles(model, x: torch.Tensor) -> np.ndarray:
-    """The S1 factor's angle of each posterior's central latent point (the first factor)."""
+@torch.no_grad()
+def latent_angles(model, x: torch.Tensor) -> np.ndarray:
+    """The polar angle of the first two coordinates of each posterior's central latent point:
+    the S1 factor's angle for ``S1xRk``, the angle the rotating decoder reads for any latent."""
     m = model.embed(x)
     return torch.atan2(m[:, 1], m[:, 0]).double().numpy()
 
 
+@torch.no_grad()
 def so3_matrices(model, x: torch.Tensor) -> np.ndarray:
     """The SO(3) factor of each posterior's central latent point (the first factor), N×3×3."""
     m = model.embed(x)
     return m[:, :9].double().reshape(-1, 3, 3).numpy()
 
 
+@torch.no_grad()
+def decoder_rotations(model, x: torch.Tensor) -> np.ndarray | None:
+    """The rotation a splat decoder applies to its 3D object for each posterior's central point
+    (defined for every latent space); ``None`` for decoders without one."""
+    if not hasattr(model.decoder, "rotation"):
+        return None
+    return model.decoder.rotation(model.embed(x)).double().numpy()
+
+
 def digit_recovery(model, x: torch.Tensor, angle: np.ndarray, digit: np.ndarray) -> dict:
     """Angle recovery on the asymmetric classes: overall and per-class Fisher–Lee correlation
     after one global alignment, per-example errors."""
     sel = np.isin(digit, ASYMMETRIC_DIGITS)
-    learned = circle_angles(model, x[torch.from_numpy(sel)])
+    learned = latent_angles(model, x[torch.from_numpy(sel)])
     fit = align_angles(learned, angle[sel])
     per_class = {}
     for cls in ASYMMETRIC_DIGITS:
@@ -207,9 +222,17 @@ def digit_recovery(model, x: torch.Tensor, angle: np.ndarray, digit: np.ndarray)
 
 
 def render_recovery(model, x: torch.Tensor, rotation: np.ndarray) -> dict:
-    fit = align_rotations(so3_matrices(model, x), rotation)
-    return {"median_geodesic_error_deg": fit["median_geodesic_error_deg"],
-            "inverse": fit["inverse"], "_errors": fit["errors_deg"]}
+    """Median geodesic error after the best global alignment, of the latent SO(3) factor (ER
+    models) and of the decoder's rotation (any latent with a splat decoder)."""
+    out = {}
+    if model.manifold.factors()[0].spec == "SO3" and not model.family:
+        fit = align_rotations(so3_matrices(model, x), rotation)
+        out.update(median_geodesic_error_deg=fit["median_geodesic_error_deg"],
+                   inverse=fit["inverse"], _errors=fit["errors_deg"])
+    dec = decoder_rotations(model, x)
+    if dec is not None:
+        out["decoder_median_geodesic_error_deg"] = align_rotations(dec, rotation)["median_geodesic_error_deg"]
+    return out
 
 
 def _summarize(name, settings, data, loaded, out: Path) -> dict:
@@ -228,25 +251,24 @@ def _summarize(name, settings, data, loaded, out: Path) -> dict:
                      "steps": settings.steps(name)})
     recovery, figs = {}, out / "figures"
     figs.mkdir(exist_ok=True)
-    for key in ("er", "er-ga"):
+    for key, label, latent, ga in image_rows(name, settings):
         per_seed = []
         for r in loaded[key]:
             if name == "digits":
                 per_seed.append(digit_recovery(r["model"], x_test, data["angle"][idx], data["digit"][idx]))
             else:
                 per_seed.append(render_recovery(r["model"], x_test, data["rotation"][idx]))
+        rec = {}
+        for field_ in ("circular_correlation", "median_abs_error_deg", "median_geodesic_error_deg",
+                       "decoder_median_geodesic_error_deg"):
+            vals = [p[field_] for p in per_seed if field_ in p]
+            if vals:
+                rec[f"{field_}_mean"] = float(np.mean(vals))
+                rec[f"{field_}_per_seed"] = vals
         if name == "digits":
-            cc = [p["circular_correlation"] for p in per_seed]
-            recovery[key] = {"circular_correlation_mean": float(np.mean(cc)),
-                             "circular_correlation_per_seed": cc,
-                             "per_class_mean": {c: float(np.mean([p["per_class"][c] for p in per_seed]))
-                                                for c in per_seed[0]["per_class"]},
-                             "median_abs_error_deg_mean": float(np.mean([p["median_abs_error_deg"]
-                                                                         for p in per_seed]))}
-        else:
-            med = [p["median_geodesic_error_deg"] for p in per_seed]
-            recovery[key] = {"median_geodesic_error_deg_mean": float(np.mean(med)),
-                             "median_geodesic_error_deg_per_seed": med}
+            rec["per_class_mean"] = {c: float(np.mean([p["per_class"][c] for p in per_seed]))
+                                     for c in per_seed[0]["per_class"]}
+        recovery[key] = rec
         if key == "er-ga":
             _pictures(name, data, x_test, loaded[key][0]["model"], per_seed[0], figs)
     return {"rows": rows, "recovery": recovery, "n_train": int((~data["test"]).sum()),
@@ -312,36 +334,49 @@ def _bars(results: dict, path: Path) -> None:
 def results_markdown(res: dict) -> str:
     s = res["settings"]
     lines = ["# Image suite: manifold latents on rotated digits and rendered rotations", "",
-             f"Same conv encoder/decoder for every model (channels {s['conv_channels']}, "
-             f"fully connected {s['hidden']}), Bernoulli likelihood with dynamic binarization, "
+             f"Every model of a dataset has the same conv encoder (channels {s['conv_channels']}, "
+             f"then {s['hidden']}) and decoder (digits: `{s['digits_network']}`, renders: "
+             f"`{s['renders_network']}`), Bernoulli likelihood with dynamic binarization, "
              f"Adam {s['lr']} one-cycle, batch {s['batch_size']}, KL warm-up over the first "
-             f"{s['kl_warmup']:.0%}, {s['seeds']} seed(s); test IWAE with K={s['iwae_k']} on a "
-             f"test set binarized once. Digits: {s['digits_steps']} steps for every model; "
-             f"renders: {s['renders_steps']}.", ""]
+             f"{s['kl_warmup']:.0%} and the same number of steps (digits {s['digits_steps']}, "
+             f"renders {s['renders_steps']}); {s['seeds']} seed(s). Test IWAE with K={s['iwae_k']} "
+             f"(nats per image) on a test set binarized once. Mean ± std over seeds.", ""]
     for name, d in res["datasets"].items():
+        rec = d["recovery"]
+        if name == "digits":
+            extra = ("angle recovery ρ", lambda k: _fmt(rec[k].get("circular_correlation_mean"), 3))
+        else:
+            extra = ("SO(3) latent error", lambda k: _fmt(rec[k].get("median_geodesic_error_deg_mean"), 1, "°"))
         lines += [f"## {name} ({d['n_train']} train / {d['n_test']} test images, "
                   f"{'×'.join(map(str, d['image_shape']))})", "",
-                  "| model | test ELBO | test IWAE | s/step | train s |", "|---|---|---|---|---|"]
+                  f"| model | test ELBO | test IWAE | {extra[0]} |"
+                  + (" decoder-rotation error |" if name == "renders" else "") + " s/step |",
+                  "|---|---|---|---|" + ("---|" if name == "renders" else "") + "---|"]
         best = max(d["rows"], key=lambda r: r["test_iwae_mean"])
         for r in d["rows"]:
             mark = " **(best)**" if r is best else ""
-            lines.append(f"| {r['name']}{mark} | {r['test_elbo_mean']:.2f} ± {r['test_elbo_std']:.2f} | "
-                         f"{r['test_iwae_mean']:.2f} ± {r['test_iwae_std']:.2f} | "
-                         f"{r['seconds_per_step_mean']:.3f} | {r['train_seconds_mean']:.0f} |")
+            cells = [f"{r['name']}{mark}", f"{r['test_elbo_mean']:.2f} ± {r['test_elbo_std']:.2f}",
+                     f"{r['test_iwae_mean']:.2f} ± {r['test_iwae_std']:.2f}", extra[1](r["key"])]
+            if name == "renders":
+                cells.append(_fmt(rec[r["key"]].get("decoder_median_geodesic_error_deg_mean"), 1, "°"))
+            cells.append(f"{r['seconds_per_step_mean']:.3f}")
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        rec = d["recovery"]
         if name == "digits":
-            for key, label in (("er", "ER exact f"), ("er-ga", "ER exact f + group action")):
-                pc = ", ".join(f"{c}: {v:.3f}" for c, v in rec[key]["per_class_mean"].items())
-                lines.append(f"- {label}: circular correlation of the learned S1 angle with the "
-                             f"true angle (classes 2 3 4 5 7, one global alignment) "
-                             f"**{rec[key]['circular_correlation_mean']:.3f}** (per class {pc}); "
-                             f"median error {rec[key]['median_abs_error_deg_mean']:.1f}°")
+            pc = ", ".join(f"{c}: {v:.3f}" for c, v in rec["er-ga"]["per_class_mean"].items())
+            lines += [f"Angle recovery: Fisher–Lee circular correlation between the polar angle of "
+                      f"the latent's first two coordinates (the S1 factor for ER) and the true angle "
+                      f"on the test digits of classes 2 3 4 5 7, after one global rotation/"
+                      f"reflection. ER + group action per class: {pc}.", ""]
         else:
-            for key, label in (("er", "ER exact f"), ("er-ga", "ER exact f + group action")):
-                lines.append(f"- {label}: median geodesic error of the recovered rotation after "
-                             f"the best global alignment **{rec[key]['median_geodesic_error_deg_mean']:.1f}°**")
-        lines.append("")
-    lines.append("Mean ± std over seeds. Figures in `figures/`: reconstructions, the circle walk, "
-                 "the SO(3) great circles, angle recovery, error histograms.")
+            lines += ["SO(3) latent error: median geodesic distance between the ER model's SO(3) "
+                      "coordinate and the true rotation after the best global alignment A·R·B "
+                      "(or A·Rᵀ·B); decoder-rotation error: the same for the rotation the splat "
+                      "decoder applies to its 3D object, defined for every latent.", ""]
+    lines.append("Figures in `figures/`: reconstructions, the circle walk, the SO(3) great circles, "
+                 "angle recovery, error histograms.")
     return "\n".join(lines) + "\n"
+
+
+def _fmt(v, digits: int, unit: str = "") -> str:
+    return "—" if v is None else f"{v:.{digits}f}{unit}"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -102,3 +104,105 @@ class ConvDecoder(nn.Module):
         lead = m.shape[:-1]
         y = self.head(m.reshape(-1, m.shape[-1])).reshape(-1, *self.grid)
         return self.deconvs(y).reshape(*lead, self.out_dim)
+
+
+class RotatingConvDecoder(nn.Module):
+    """A decoder equivariant to planar rotations (``network="conv-rotate"``).
+
+    ``(…, n) -> (…, C·H·W)`` logits. The first two coordinates of the latent point ``m`` are read in
+    polar form ``(r cos θ, r sin θ)``: a :class:`ConvDecoder` draws an upright image from the
+    rotation-invariant part ``(r, m_3, …, m_n)`` and a spatial transformer (Jaderberg et al.
+    2015, arXiv:1506.02025) turns it by ``θ``. Hence ``decode(R_φ m) = R_φ decode(m)`` exactly
+    for quarter turns and up to interpolation otherwise. The same decoder serves every latent
+    space: on ``S1xRk`` the circle is the angle and ``r = 1``; a Gaussian ``R^{1+k}`` or a
+    spherical ``S^{1+k}`` latent uses its first two coordinates in polar form (``r`` then acts as
+    one more style coordinate), so all have ``k`` coordinates for everything but the angle."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
+                 channels: Sequence[int] = (32, 64), activation: str = "relu"):
+        super().__init__()
+        if in_dim < 2:
+            raise ValueError("a rotating decoder reads an angle from two latent coordinates; "
+                             f"this latent has {in_dim}")
+        self.content = ConvDecoder(in_dim - 1, hidden, image_shape, channels=channels,
+                                   activation=activation)
+        self.image_shape = self.content.image_shape
+        self.in_dim, self.out_dim = in_dim, self.content.out_dim
+
+    @staticmethod
+    def angle(m):
+        return torch.atan2(m[..., 1], m[..., 0])
+
+    def forward(self, m):
+        lead = m.shape[:-1]
+        flat = m.reshape(-1, m.shape[-1])
+        r = torch.sqrt(flat[:, :2].pow(2).sum(-1, keepdim=True) + 1e-12)
+        upright = self.content(torch.cat([r, flat[:, 2:]], -1)).reshape(-1, *self.image_shape)
+        c, s = (flat[:, :2] / r).unbind(-1)
+        # output pixel p samples the upright image at R(-θ) p (the grid's y axis points down)
+        theta = torch.stack([torch.stack([c, -s, torch.zeros_like(c)], -1),
+                             torch.stack([s, c, torch.zeros_like(c)], -1)], -2)
+        grid = F.affine_grid(theta, list(upright.shape), align_corners=False)
+        # border padding: what comes in from outside is the (background) border of the image
+        out = F.grid_sample(upright, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return out.reshape(*lead, self.out_dim)
+
+
+class SplatDecoder(nn.Module):
+    """A rotation-equivariant decoder for 3D rotations (``network="splat"``).
+
+    ``(…, n) -> (…, C·H·W)`` logits: a learned 3D object — ``points`` Gaussian blobs with learned
+    positions, albedos and one learned width — is turned by ``R = GS(h(m))`` (Gram–Schmidt of a
+    linear 6-vector head, Zhou et al. 2019, arXiv:1812.07035; initialised to read ``m``'s first
+    six coordinates: two rows of an SO(3) factor), projected orthographically and splatted on a
+    half-resolution grid (coverage, depth-weighted albedo and mean depth channels, a soft
+    z-buffer), then refined to logits by a small conv net that also sees an MLP embedding of
+    ``m`` (anything a rotation does not explain). Cost is O(points × pixels) per image."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
+                 points: int = 64, activation: str = "relu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        c, h, w = _conv_sizes(image_shape, 1)
+        self.image_shape = (c, h, w)
+        self.points = nn.Parameter(0.5 * torch.randn(points, 3))
+        self.albedo = nn.Parameter(torch.zeros(points))
+        self.log_width = nn.Parameter(torch.tensor(-1.5))
+        self.head = nn.Linear(in_dim, 6)
+        with torch.no_grad():
+            self.head.weight.copy_(0.05 * torch.randn(6, in_dim))
+            self.head.bias.zero_()
+            for i in range(min(6, in_dim)):
+                self.head.weight[i, i] = 1.0
+        self.style = MLP(in_dim, hidden, 8, activation=activation)
+        act = ACTIVATIONS[activation]
+        self.refine = nn.Sequential(nn.Conv2d(3 + 8, 32, 3, padding=1), act(),
+                                    nn.Conv2d(32, 32, 3, padding=1), act(),
+                                    nn.ConvTranspose2d(32, c, 4, 2, 1))
+        ys = torch.linspace(1, -1, h // 2 + 1)[:-1] - 1 / (h // 2)       # pixel centres, top row first
+        xs = torch.linspace(-1, 1, w // 2 + 1)[:-1] + 1 / (w // 2)
+        self.register_buffer("pixels", torch.stack(torch.meshgrid(ys, xs, indexing="ij"), -1)
+                             .reshape(-1, 2).flip(-1) * 1.6)            # (P, 2) as (x, y)
+        self.in_dim, self.out_dim = in_dim, c * h * w
+
+    def rotation(self, m):
+        from ..manifolds.rotations import rotation_from_6d
+        return rotation_from_6d(self.head(m))
+
+    def forward(self, m):
+        lead = m.shape[:-1]
+        flat = m.reshape(-1, m.shape[-1])
+        b = flat.shape[0]
+        p = flat.new_tensor(0) + self.points                       # (K, 3)
+        q = torch.einsum("bij,kj->bki", self.rotation(flat), p)     # rotated points (b, K, 3)
+        d2 = (self.pixels[None, :, None, :] - q[:, None, :, :2]).pow(2).sum(-1)   # (b, P, K)
+        g = torch.exp(-0.5 * d2 * torch.exp(-2 * self.log_width))
+        front = torch.softmax(-4.0 * q[..., 2], -1)[:, None, :] * g               # soft z-buffer
+        cover = g.sum(-1)
+        albedo = (front * torch.sigmoid(self.albedo)).sum(-1) / (front.sum(-1) + 1e-6)
+        depth = (g * q[:, None, :, 2]).sum(-1) / (cover + 1e-6)
+        hh, ww = self.image_shape[1] // 2, self.image_shape[2] // 2
+        img = torch.stack([cover, albedo, depth], 1).reshape(b, 3, hh, ww)
+        style = self.style(flat)[:, :, None, None].expand(-1, -1, hh, ww)
+        return self.refine(torch.cat([img, style], 1)).reshape(*lead, self.out_dim)

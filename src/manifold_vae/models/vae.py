@@ -30,12 +30,13 @@ from ..distributions.hidden import LOG_SIGMA_BOUNDS
 from ..embeddings import ExactEmbedding
 from ..manifolds import Circle, Manifold, Sphere, parse_latent
 from ..manifolds.base import safe_normalize
-from .networks import MLP, ConvDecoder, ConvEncoder
+from .networks import MLP, ConvDecoder, ConvEncoder, RotatingConvDecoder, SplatDecoder
 
 LOG_2PI = math.log(2 * math.pi)
 LOG_SCALE_BOUNDS = (-9.0, 5.0)
 LIKELIHOODS = ("gaussian", "bernoulli")
-NETWORKS = ("mlp", "conv")
+NETWORKS = ("mlp", "conv", "conv-rotate", "splat")
+IMAGE_DECODERS = {"conv": ConvDecoder, "conv-rotate": RotatingConvDecoder, "splat": SplatDecoder}
 
 
 def parse_model_latent(spec: str | Manifold) -> tuple[str | None, Manifold]:
@@ -68,8 +69,11 @@ class VAE(nn.Module):
         likelihood: ``"gaussian"`` (one learned scale per coordinate, data standardized) or
             ``"bernoulli"`` (data in [0, 1]; the training loss binarizes each batch afresh,
             ``x ~ Bernoulli(pixel)``: dynamic binarization, Salakhutdinov & Murray 2008).
-        network: ``"mlp"`` or ``"conv"`` (images; ``image_shape = (C, H, W)`` of a flat row,
-            stride-2 convolutions with ``conv_channels``).
+        network: ``"mlp"``, or for images (``image_shape = (C, H, W)`` of a flat row) a conv
+            encoder (stride-2 convolutions with ``conv_channels``) and the decoder ``"conv"``
+            (its mirror), ``"conv-rotate"`` (equivariant to planar rotations,
+            :class:`~.networks.RotatingConvDecoder`) or ``"splat"`` (a learned 3D object turned
+            in 3D, :class:`~.networks.SplatDecoder`).
 
     Example::
 
@@ -88,9 +92,9 @@ class VAE(nn.Module):
             raise ValueError(f"unknown likelihood {likelihood!r}; choose from {', '.join(LIKELIHOODS)}")
         if network not in NETWORKS:
             raise ValueError(f"unknown network {network!r}; choose from {', '.join(NETWORKS)}")
-        if network == "conv":
+        if network != "mlp":
             if not image_shape:
-                raise ValueError("network='conv' needs image_shape (channels, height, width)")
+                raise ValueError(f"network={network!r} needs image_shape (channels, height, width)")
             if math.prod(int(s) for s in image_shape) != int(data_dim):
                 raise ValueError(f"image_shape {list(image_shape)} has "
                                  f"{math.prod(int(s) for s in image_shape)} pixels but the data "
@@ -109,7 +113,7 @@ class VAE(nn.Module):
         n_group = self.manifold.group_param_dim if group_action else 0
         # spherical posteriors: a mean direction in R^{n+1} and one concentration
         n_post = self.manifold.ambient_dim + 1 if self.family else self.hidden_space.param_dim
-        if network == "conv":
+        if network != "mlp":
             self.encoder = ConvEncoder(image_shape, hidden, n_post + n_group,
                                        channels=conv_channels, activation=activation)
         else:
@@ -119,14 +123,18 @@ class VAE(nn.Module):
             raise ValueError(f"embedding is for {self.embedding.manifold.spec}, "
                              f"latent is {self.manifold.spec}")
         self.embedding.requires_grad_(False)
-        if network == "conv":
-            self.decoder = ConvDecoder(self.manifold.ambient_dim, list(hidden)[::-1], image_shape,
-                                       channels=conv_channels, activation=activation)
+        if network == "splat":
+            self.decoder = SplatDecoder(self.manifold.ambient_dim, list(hidden)[::-1], image_shape,
+                                         activation=activation)
+        elif network != "mlp":
+            self.decoder = IMAGE_DECODERS[network](self.manifold.ambient_dim, list(hidden)[::-1],
+                                                   image_shape, channels=conv_channels,
+                                                   activation=activation)
         else:
             self.decoder = MLP(self.manifold.ambient_dim, list(hidden)[::-1], self.data_dim,
                                activation=activation)
         # rows (K samples × examples) per IWAE chunk: conv feature maps are far larger than MLP ones
-        self.max_eval_rows = 4096 if network == "conv" else 131072
+        self.max_eval_rows = {"mlp": 131072, "splat": 2048}.get(network, 4096)
         self.log_scale = nn.Parameter(torch.zeros(self.data_dim))
         self.register_buffer("data_shift", torch.zeros(self.data_dim))
         self.register_buffer("data_scale", torch.ones(()))

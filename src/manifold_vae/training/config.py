@@ -31,7 +31,7 @@ class FitConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     likelihood: str = "gaussian"      # "gaussian" (learned scale per coordinate) or "bernoulli"
-    network: str = "mlp"              # "mlp" or "conv" (images; needs image_shape)
+    network: str = "mlp"              # "mlp"; images (need image_shape): "conv", "conv-rotate", "splat"
     image_shape: list[int] = field(default_factory=list)   # (C, H, W) of a row, for "conv"
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     # optimisation
@@ -80,10 +80,11 @@ class FitConfig:
             raise UsageError(f"config: hidden must be a list of positive widths, got {self.hidden}")
         if self.likelihood not in ("gaussian", "bernoulli"):
             raise UsageError(f"config: likelihood must be 'gaussian' or 'bernoulli', got {self.likelihood!r}")
-        if self.network not in ("mlp", "conv"):
-            raise UsageError(f"config: network must be 'mlp' or 'conv', got {self.network!r}")
-        if self.network == "conv" and len(self.image_shape) != 3:
-            raise UsageError("config: network='conv' needs image_shape = [channels, height, width] "
+        if self.network not in ("mlp", "conv", "conv-rotate", "splat"):
+            raise UsageError(f"config: network must be one of mlp, conv, conv-rotate, splat; "
+                             f"got {self.network!r}")
+        if self.network != "mlp" and len(self.image_shape) != 3:
+            raise UsageError(f"config: network={self.network!r} needs image_shape = [channels, height, width] "
                              "(image data files made by `manifold-vae data digits|renders` carry it)")
         if self.image_shape and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
             raise UsageError(f"config: image_shape must be three positive integers, got {self.image_shape}")
