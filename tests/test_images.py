@@ -139,6 +139,32 @@ def test_rotating_decoder_is_equivariant_to_quarter_turns():
     assert torch.allclose(rotate_images(a, torch.full((4,), math.pi / 2)), b, atol=1e-5)
 
 
+@pytest.mark.parametrize("latent,ga,order", [("S1xR4", True, 4), ("S1xR4", True, 2), ("R5", False, 4),
+                                             ("vmf:S5", False, 2)])
+def test_symmetrized_encoder_turns_its_vector_with_the_image(latent, ga, order):
+    """Turning the image by 2π/n turns the latent-angle 2-vector by 2π/n; nothing else changes."""
+    torch.manual_seed(0)
+    model = VAE(256, latent, group_action=ga, likelihood="bernoulli", network="conv-rotate",
+                image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16], encoder_symmetry=order)
+    assert type(model.encoder).__name__ == "SymmetrizedEncoder"
+    x = torch.rand(3, 256)
+    a = model.encoder(x)
+    b = model.encoder(torch.rot90(x.reshape(3, 1, 16, 16), 4 // order, dims=(2, 3)).reshape(3, 256))
+    i, t = model.encoder.vector, 2 * math.pi / order
+    va = a[:, i:i + 2]
+    turned = torch.stack([math.cos(t) * va[:, 0] - math.sin(t) * va[:, 1],
+                          math.sin(t) * va[:, 0] + math.cos(t) * va[:, 1]], -1)
+    assert torch.allclose(turned, b[:, i:i + 2], atol=1e-6)
+    keep = [j for j in range(a.shape[1]) if j not in (i, i + 1)]
+    assert torch.allclose(a[:, keep], b[:, keep], atol=1e-6)
+
+
+def test_symmetrized_encoder_is_skipped_without_a_turning_output():
+    model = VAE(256, "S1xR4", likelihood="bernoulli", network="conv-rotate", image_shape=[1, 16, 16],
+                hidden=[32], conv_channels=[8, 16], encoder_symmetry=4)
+    assert type(model.encoder).__name__ == "ConvEncoder"      # ER without group action
+
+
 def test_splat_decoder_turns_its_object_with_the_latent_rotation():
     from manifold_vae.models.networks import SplatDecoder
     torch.manual_seed(0)

@@ -55,6 +55,7 @@ class ImageSuiteSettings:
     digits_style: int = 4            # k of S1xRk: dimensions for everything but the angle
     digits_steps: int = 5000
     digits_network: str = "conv-rotate"   # decoder: "conv", "conv-rotate" (equivariant to turns)
+    digits_encoder_symmetry: int = 4      # encoder equivariant to quarter turns (1: plain)
     renders_n: int = 10000
     renders_size: int = 32
     renders_style: int = 1           # k of SO3xRk
@@ -87,7 +88,8 @@ class ImageSuiteSettings:
         steps = self.steps(dataset)
         network = self.digits_network if dataset == "digits" else self.renders_network
         return FitConfig(latent=latent, group_action=group_action, hidden=list(self.hidden),
-                         network=network, likelihood="bernoulli", image_shape=list(image_shape),
+                         network=network,
+                         encoder_symmetry=self.digits_encoder_symmetry if dataset == "digits" else 1, likelihood="bernoulli", image_shape=list(image_shape),
                          conv_channels=list(self.conv_channels), steps=steps,
                          batch_size=self.batch_size, lr=self.lr, kl_warmup=self.kl_warmup,
                          seed=seed, iwae_k=self.iwae_k, checkpoint_every=max(1, steps // 4))
@@ -335,8 +337,9 @@ def results_markdown(res: dict) -> str:
     s = res["settings"]
     lines = ["# Image suite: manifold latents on rotated digits and rendered rotations", "",
              f"Every model of a dataset has the same conv encoder (channels {s['conv_channels']}, "
-             f"then {s['hidden']}) and decoder (digits: `{s['digits_network']}`, renders: "
-             f"`{s['renders_network']}`), Bernoulli likelihood with dynamic binarization, "
+             f"then {s['hidden']}; digits: equivariant to turns by 2π/{s['digits_encoder_symmetry']} "
+             f"where the model has an output that can turn) and decoder (digits: "
+             f"`{s['digits_network']}`, renders: `{s['renders_network']}`), Bernoulli likelihood with dynamic binarization, "
              f"Adam {s['lr']} one-cycle, batch {s['batch_size']}, KL warm-up over the first "
              f"{s['kl_warmup']:.0%} and the same number of steps (digits {s['digits_steps']}, "
              f"renders {s['renders_steps']}); {s['seeds']} seed(s). Test IWAE with K={s['iwae_k']} "

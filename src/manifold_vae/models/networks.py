@@ -1,6 +1,7 @@
 """Plain networks shared by every model, so that comparisons between latent spaces are fair."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -206,3 +207,42 @@ class SplatDecoder(nn.Module):
         img = torch.stack([cover, albedo, depth], 1).reshape(b, 3, hh, ww)
         style = self.style(flat)[:, :, None, None].expand(-1, -1, hh, ww)
         return self.refine(torch.cat([img, style], 1)).reshape(*lead, self.out_dim)
+
+
+class SymmetrizedEncoder(nn.Module):
+    """An image encoder made exactly equivariant to the rotation group ``C_n`` (``n`` = 1, 2, 4;
+    quarter turns are exact on the pixel grid) by averaging over the group:
+
+        out(x) = (1/n) Σ_k ρ_k⁻¹ · base(rot_k x)
+
+    where ``rot_k`` turns the image by ``k·2π/n`` counter-clockwise and ``ρ_k`` rotates the two
+    output coordinates ``vector`` by the same angle and leaves the others alone. Hence
+    ``out(rot x)`` has the 2-vector turned by ``2π/n`` and every other output unchanged: an
+    encoder that cannot confuse a digit with its half-turned copy."""
+
+    def __init__(self, base: nn.Module, image_shape: Sequence[int], order: int, vector: int):
+        super().__init__()
+        if order not in (1, 2, 4):
+            raise ValueError(f"encoder symmetry order must be 1, 2 or 4, got {order}")
+        c, h, w = (int(s) for s in image_shape)
+        if order == 4 and h != w:
+            raise ValueError("quarter-turn symmetry needs square images")
+        self.base, self.order, self.vector = base, order, int(vector)
+        self.image_shape = (c, h, w)
+        self.in_dim, self.out_dim = base.in_dim, base.out_dim
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        img = x.reshape(-1, *self.image_shape)
+        b = img.shape[0]
+        step = 4 // self.order
+        turned = torch.cat([torch.rot90(img, k * step, dims=(2, 3)) for k in range(self.order)])
+        out = self.base(turned.reshape(self.order * b, -1)).reshape(self.order, b, -1)
+        i = self.vector
+        angles = torch.arange(self.order, dtype=out.dtype, device=out.device) * (2 * math.pi / self.order)
+        c, s = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
+        vx, vy = out[..., i], out[..., i + 1]
+        # ρ_k⁻¹ v: turn the k-th copy's vector back by k·2π/n
+        back = torch.stack([c * vx + s * vy, -s * vx + c * vy], -1)
+        res = torch.cat([out[..., :i], back, out[..., i + 2:]], -1).mean(0)
+        return res.reshape(*lead, -1)

@@ -30,7 +30,8 @@ from ..distributions.hidden import LOG_SIGMA_BOUNDS
 from ..embeddings import ExactEmbedding
 from ..manifolds import Circle, Manifold, Sphere, parse_latent
 from ..manifolds.base import safe_normalize
-from .networks import MLP, ConvDecoder, ConvEncoder, RotatingConvDecoder, SplatDecoder
+from .networks import (MLP, ConvDecoder, ConvEncoder, RotatingConvDecoder, SplatDecoder,
+                       SymmetrizedEncoder)
 
 LOG_2PI = math.log(2 * math.pi)
 LOG_SCALE_BOUNDS = (-9.0, 5.0)
@@ -86,7 +87,8 @@ class VAE(nn.Module):
     def __init__(self, data_dim: int, latent: str | Manifold, *, embedding: nn.Module | None = None,
                  group_action: bool = False, hidden: Sequence[int] = (256, 256),
                  activation: str = "relu", likelihood: str = "gaussian", network: str = "mlp",
-                 image_shape: Sequence[int] | None = None, conv_channels: Sequence[int] = (32, 64)):
+                 image_shape: Sequence[int] | None = None, conv_channels: Sequence[int] = (32, 64),
+                 encoder_symmetry: int = 1):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose from {', '.join(LIKELIHOODS)}")
@@ -116,6 +118,9 @@ class VAE(nn.Module):
         if network != "mlp":
             self.encoder = ConvEncoder(image_shape, hidden, n_post + n_group,
                                        channels=conv_channels, activation=activation)
+            slot = self._turning_output()
+            if encoder_symmetry > 1 and slot is not None:
+                self.encoder = SymmetrizedEncoder(self.encoder, image_shape, encoder_symmetry, slot)
         else:
             self.encoder = MLP(self.data_dim, hidden, n_post + n_group, activation=activation)
         self.embedding = embedding if embedding is not None else ExactEmbedding(self.manifold)
@@ -141,6 +146,17 @@ class VAE(nn.Module):
         # which fast path the training step can take (one block of one kind)
         blocks = self.hidden_space.blocks
         self._single_kind = blocks[0][0] if len(blocks) == 1 else None
+
+    def _turning_output(self) -> int | None:
+        """Index of the encoder's 2-vector that turns with a planar rotation of the image."""
+        kinds = self.manifold.hidden_kinds
+        if self.family:
+            return 0 if self.manifold.ambient_dim >= 2 else None
+        if set(kinds) == {"euclidean"} and self.manifold.dim >= 2:
+            return 0                                   # the first two posterior means
+        if self.group_action and self.manifold.factors()[0].spec == "S1":
+            return self.hidden_space.param_dim         # the circle's group-action vector
+        return None
 
     # ------------------------------------------------------------------ data transform
     def set_data_transform(self, shift: Tensor, scale: float | Tensor) -> None:

@@ -34,6 +34,7 @@ class FitConfig:
     network: str = "mlp"              # "mlp"; images (need image_shape): "conv", "conv-rotate", "splat"
     image_shape: list[int] = field(default_factory=list)   # (C, H, W) of a row, for "conv"
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    encoder_symmetry: int = 1         # image encoder equivariant to turns by 2π/n (n = 1, 2, 4)
     # optimisation
     steps: int = 10000
     batch_size: int = 512
@@ -90,6 +91,8 @@ class FitConfig:
             raise UsageError(f"config: image_shape must be three positive integers, got {self.image_shape}")
         if not self.conv_channels or min(self.conv_channels) < 1:
             raise UsageError(f"config: conv_channels must be positive widths, got {self.conv_channels}")
+        if self.encoder_symmetry not in (1, 2, 4):
+            raise UsageError(f"config: encoder_symmetry must be 1, 2 or 4, got {self.encoder_symmetry}")
         if self.threads < 0:
             raise UsageError(f"config: threads must be >= 0, got {self.threads}")
         return self

@@ -62,7 +62,8 @@ def build_model(config: FitConfig, data_dim: int, *, embedding: torch.nn.Module 
         return VAE(data_dim, config.latent, embedding=embedding, group_action=config.group_action,
                    hidden=config.hidden, activation=config.activation,
                    likelihood=config.likelihood, network=config.network,
-                   image_shape=config.image_shape or None, conv_channels=config.conv_channels)
+                   image_shape=config.image_shape or None, conv_channels=config.conv_channels,
+                   encoder_symmetry=config.encoder_symmetry)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
