@@ -151,3 +151,22 @@ def test_euclidean_benchmark_ceiling_agrees_with_monte_carlo():
         mc = w.mean(1).log() + mx[:, 0]
         se = w.std(1) / math.sqrt(w.shape[1]) / w.mean(1)
         assert ((mc - ll).abs() < 5 * se + 1e-6).all()
+
+
+@pytest.mark.parametrize("latent", ["SO3", "T2", "S1xR2"])
+def test_centred_posterior_leaves_the_location_to_the_group_action(latent):
+    """Centred: every Beta mean is ½ whatever the input, the latent point still moves with x
+    (through g), and the IWAE bound stays finite; without a group action it is refused."""
+    from manifold_vae.models import VAE
+    torch.manual_seed(0)
+    model = VAE(12, latent, group_action=True, centred_posterior=True, hidden=[16]).eval()
+    x = torch.randn(5, 12)
+    q, _ = model.encode(x)
+    box = torch.tensor([k == "box" for k in model.manifold.hidden_kinds])
+    assert torch.allclose(q.mean[:, box], torch.full_like(q.mean[:, box], 0.5), atol=1e-6)
+    m = model.embed(x)
+    assert (m - m[0]).abs().max() > 1e-3                        # g(x) moves the point
+    assert torch.isfinite(model.log_weights(x, 4)).all()
+    model.loss(x)["loss"].backward()
+    with pytest.raises(ValueError, match="group action"):
+        VAE(12, latent, centred_posterior=True)

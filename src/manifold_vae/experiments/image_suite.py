@@ -72,8 +72,8 @@ class ImageSuiteSettings:
 
     @classmethod
     def quick(cls) -> "ImageSuiteSettings":
-        return cls(digits_copies=2, digits_steps=400, renders_n=1500, renders_steps=300,
-                   seeds=1, iwae_k=20, conv_channels=[16, 32])
+        return cls(digits_copies=2, digits_steps=300, renders_n=1000, renders_steps=120,
+                   seeds=1, iwae_k=10, conv_channels=[16, 32])
 
     def steps(self, dataset: str) -> int:
         return self.digits_steps if dataset == "digits" else self.renders_steps

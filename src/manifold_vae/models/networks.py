@@ -161,7 +161,7 @@ class SplatDecoder(nn.Module):
     ``m`` (anything a rotation does not explain). Cost is O(points × pixels) per image."""
 
     def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
-                 points: int = 64, activation: str = "relu"):
+                 points: int = 128, activation: str = "relu"):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
@@ -195,14 +195,17 @@ class SplatDecoder(nn.Module):
         lead = m.shape[:-1]
         flat = m.reshape(-1, m.shape[-1])
         b = flat.shape[0]
-        p = flat.new_tensor(0) + self.points                       # (K, 3)
-        q = torch.einsum("bij,kj->bki", self.rotation(flat), p)     # rotated points (b, K, 3)
-        d2 = (self.pixels[None, :, None, :] - q[:, None, :, :2]).pow(2).sum(-1)   # (b, P, K)
-        g = torch.exp(-0.5 * d2 * torch.exp(-2 * self.log_width))
-        front = torch.softmax(-4.0 * q[..., 2], -1)[:, None, :] * g               # soft z-buffer
-        cover = g.sum(-1)
-        albedo = (front * torch.sigmoid(self.albedo)).sum(-1) / (front.sum(-1) + 1e-6)
-        depth = (g * q[:, None, :, 2]).sum(-1) / (cover + 1e-6)
+        q = torch.einsum("bij,kj->bki", self.rotation(flat), self.points)   # rotated points (b, K, 3)
+        qxy, qz = q[..., :2], q[..., 2:]
+        # squared pixel-point distances as |p|² + |q|² - 2 p·q: one batched matmul, (b, P, K)
+        d2 = (self.pixels.pow(2).sum(-1)[None, :, None] + qxy.pow(2).sum(-1)[:, None, :]
+              - 2 * self.pixels @ qxy.transpose(1, 2))
+        g = torch.exp(-0.5 * torch.exp(-2 * self.log_width) * d2.clamp_min(0))
+        front = torch.softmax(-4.0 * qz, 1)                          # soft z-buffer weights (b, K, 1)
+        sums = g @ torch.cat([torch.ones_like(qz), front, front * torch.sigmoid(self.albedo)[:, None], qz], -1)
+        cover = sums[..., 0]
+        albedo = sums[..., 2] / (sums[..., 1] + 1e-6)
+        depth = sums[..., 3] / (cover + 1e-6)
         hh, ww = self.image_shape[1] // 2, self.image_shape[2] // 2
         img = torch.stack([cover, albedo, depth], 1).reshape(b, 3, hh, ww)
         style = self.style(flat)[:, :, None, None].expand(-1, -1, hh, ww)

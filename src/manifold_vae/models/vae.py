@@ -88,7 +88,7 @@ class VAE(nn.Module):
                  group_action: bool = False, hidden: Sequence[int] = (256, 256),
                  activation: str = "relu", likelihood: str = "gaussian", network: str = "mlp",
                  image_shape: Sequence[int] | None = None, conv_channels: Sequence[int] = (32, 64),
-                 encoder_symmetry: int = 1):
+                 encoder_symmetry: int = 1, centred_posterior: bool = False):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose from {', '.join(LIKELIHOODS)}")
@@ -112,6 +112,14 @@ class VAE(nn.Module):
         self.data_dim = int(data_dim)
         self.group_action = bool(group_action)
         self.hidden_space = HiddenSpace(self.manifold.hidden_kinds)
+        self.centred_posterior = bool(centred_posterior)
+        if centred_posterior and not (group_action and "box" in self.manifold.hidden_kinds):
+            raise ValueError("centred_posterior needs a group action and a compact factor: the "
+                             "group element must carry the location the Beta mean gives up")
+        mask = []
+        for kind, size in self.hidden_space.blocks:
+            mask += [kind == "box"] * size + [False] * size
+        self.register_buffer("_centre_mask", torch.tensor(mask, dtype=torch.bool), persistent=False)
         n_group = self.manifold.group_param_dim if group_action else 0
         # spherical posteriors: a mean direction in R^{n+1} and one concentration
         n_post = self.manifold.ambient_dim + 1 if self.family else self.hidden_space.param_dim
@@ -184,7 +192,7 @@ class VAE(nn.Module):
         if self.family:
             return self._sphere_posterior(raw), None
         n_hidden = self.hidden_space.param_dim
-        q = self.hidden_space.posterior(raw[..., :n_hidden])
+        q = self.hidden_space.posterior(self._hidden_params(raw[..., :n_hidden]))
         g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
         return q, g
 
@@ -214,6 +222,12 @@ class VAE(nn.Module):
             return torch.sigmoid(self.decoder(m))
         return self.data_shift + self.data_scale * self.decoder(m)
 
+    def _hidden_params(self, raw_hidden: Tensor) -> Tensor:
+        """The hidden posterior's parameters; Beta mean logits set to 0 (mean ½) if centred."""
+        if self.centred_posterior:
+            return raw_hidden.masked_fill(self._centre_mask, 0.0)
+        return raw_hidden
+
     # ------------------------------------------------------------------ training objective
     def _sample_with_kl(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         """One reparameterized hidden sample and the closed-form KL, on the shortest op path."""
@@ -241,7 +255,7 @@ class VAE(nn.Module):
             kl = kl_divergence(q, HypersphericalUniform(self.manifold.ambient_dim, dtype=m.dtype))
         else:
             n_hidden = self.hidden_space.param_dim
-            z, kl = self._sample_with_kl(raw[..., :n_hidden])
+            z, kl = self._sample_with_kl(self._hidden_params(raw[..., :n_hidden]))
             if isinstance(self.embedding, ExactEmbedding):  # fused g·f(z) where the manifold has one
                 m = self.manifold.act_on_exact(z, raw[..., n_hidden:] if self.group_action else None)
             else:
@@ -279,6 +293,7 @@ class VAE(nn.Module):
 
     def describe(self) -> dict:
         return {"latent": self.spec, "data_dim": self.data_dim, "likelihood": self.likelihood,
+                "centred_posterior": self.centred_posterior,
                 "network": self.network,
                 "group_action": self.group_action,
                 "embedding": getattr(self.embedding, "kind", type(self.embedding).__name__)}

@@ -28,6 +28,7 @@ class FitConfig:
     latent: str = "S1"
     embedding: str = "exact"          # "exact", "learned" (train one now) or a directory/file
     group_action: bool = False
+    centred_posterior: bool = False   # with group_action: Beta means fixed at the box centre
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     likelihood: str = "gaussian"      # "gaussian" (learned scale per coordinate) or "bernoulli"

@@ -63,7 +63,8 @@ def build_model(config: FitConfig, data_dim: int, *, embedding: torch.nn.Module 
                    hidden=config.hidden, activation=config.activation,
                    likelihood=config.likelihood, network=config.network,
                    image_shape=config.image_shape or None, conv_channels=config.conv_channels,
-                   encoder_symmetry=config.encoder_symmetry)
+                   encoder_symmetry=config.encoder_symmetry,
+                   centred_posterior=config.centred_posterior)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
