@@ -258,3 +258,22 @@ def test_image_suite_end_to_end(tmp_path):
     # a second call reuses every finished run
     again = reproduce_images(s, tmp_path, log=lambda m: None)
     assert again["circular_correlation"] == res["circular_correlation"]
+
+
+@pytest.mark.parametrize("key,value,match", [("network", "resnet", "network must be"),
+                                             ("likelihood", "poisson", "likelihood must be"),
+                                             ("encoder_symmetry", "3", "encoder_symmetry"),
+                                             ("network", "conv", "image_shape")])
+def test_bad_image_config_is_a_usage_error(key, value, match):
+    from manifold_vae.errors import UsageError
+    from manifold_vae.training.config import FitConfig, config_from
+    with pytest.raises(UsageError, match=match):
+        config_from(FitConfig, overrides=[f"{key}={value}"])
+
+
+def test_bernoulli_fit_refuses_data_outside_unit_interval(tmp_path, capsys):
+    x = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code = main(["fit", "--data", str(tmp_path / "x.npy"), "--latent", "S1", "--steps", "2",
+                 "--set", "likelihood=bernoulli", "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 1 and "[0, 1]" in capsys.readouterr().err

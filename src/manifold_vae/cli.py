@@ -416,6 +416,8 @@ def cmd_reproduce(args) -> int:
             settings.digits_steps = settings.renders_steps = args.steps
         else:
             settings.steps = args.steps
+            if hasattr(settings, "steps_by_latent"):
+                settings.steps_by_latent = {}
     out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
     run(settings, out, force=args.force, progress=want_progress(args.quiet),
         log=lambda m: _say(args, m))
