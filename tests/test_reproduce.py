@@ -66,3 +66,17 @@ def test_manifold_suite_end_to_end(tmp_path):
     logs = []
     reproduce_manifolds(settings, tmp_path, log=logs.append)
     assert sum("reusing finished run" in m for m in logs) == 8
+
+
+def test_finished_runs_from_before_a_new_config_key_are_still_reused(tmp_path):
+    """A run saved before a FitConfig key existed used that key's default: same config."""
+    import json as _json
+
+    from manifold_vae.experiments.reproduce import _saved_config
+    from manifold_vae.training.config import FitConfig
+    cfg = FitConfig(latent="S2", steps=7).to_dict()
+    old = {k: v for k, v in cfg.items() if k not in ("network", "centred_posterior")}
+    (tmp_path / "config.json").write_text(_json.dumps({"config": old}))
+    assert _saved_config(tmp_path) == cfg
+    (tmp_path / "config.json").write_text(_json.dumps({"config": dict(old, retired_key=1)}))
+    assert _saved_config(tmp_path) is None

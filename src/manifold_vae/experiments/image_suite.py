@@ -53,13 +53,13 @@ class ImageSuiteSettings:
     digits_size: int = 16            # canvas side; the digit fills its central 3/4
     digits_copies: int = 8           # rotated copies of each of the 1797 digits
     digits_style: int = 4            # k of S1xRk: dimensions for everything but the angle
-    digits_steps: int = 4000
+    digits_steps: int = 2500
     digits_network: str = "conv-rotate"   # decoder: "conv", "conv-rotate" (equivariant to turns)
     digits_encoder_symmetry: int = 4      # encoder equivariant to quarter turns (1: plain)
     renders_n: int = 8000
     renders_size: int = 32
     renders_style: int = 1           # k of SO3xRk
-    renders_steps: int = 1500
+    renders_steps: int = 1000
     renders_network: str = "splat"        # decoder: "conv", "splat" (a learned 3D object turned)
     batch_size: int = 128
     lr: float = 1e-3

@@ -177,11 +177,7 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
     for label, cfg, run_dir, data_args in jobs:
         cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // workers))
         if (run_dir / METRICS).is_file() and not force and cfg.embedding not in pending:
-            try:
-                saved = json.loads((run_dir / "config.json").read_text()).get("config")
-            except (OSError, json.JSONDecodeError):
-                saved = None
-            if saved == cfg.to_dict():
+            if _saved_config(run_dir) == cfg.to_dict():
                 log(f"{label}: reusing finished run in {run_dir}")
                 continue
         todo.append((cfg.to_dict(), str(run_dir), data_args))
@@ -204,23 +200,61 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
         return
     # a pool that raises when a worker dies (multiprocessing.Pool would wait forever)
     ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_remember_parent,
+                               initargs=(os.getpid(),))
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_embed_job, j): j[1] for j in emb_todo}
-            futures.update({pool.submit(_train_job, j): None for j in ready})
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    path = futures.pop(fut)
-                    fut.result()
-                    bar()
-                    for j in waiting.pop(path, []) if path is not None else []:
-                        futures[pool.submit(_train_job, j)] = None
+        futures = {pool.submit(_embed_job, j): j[1] for j in emb_todo}
+        futures.update({pool.submit(_train_job, j): None for j in ready})
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in done:
+                path = futures.pop(fut)
+                fut.result()
+                bar()
+                for j in waiting.pop(path, []) if path is not None else []:
+                    futures[pool.submit(_train_job, j)] = None
     except BrokenProcessPool:
+        _stop(pool)
         raise ManifoldVAEError(
             f"a training worker process died; finished runs are kept under {out} "
             f"and are reused when the same command is run again") from None
+    except BaseException:       # Ctrl-C, a failed job: queued jobs must not start
+        _stop(pool)
+        raise
+    pool.shutdown()
     bar(close=True)
+
+
+_PARENT_PID: int | None = None
+
+
+def _remember_parent(pid: int) -> None:
+    global _PARENT_PID
+    _PARENT_PID = pid
+
+
+def _orphaned() -> bool:
+    """True in a worker whose suite process is gone (killed): it must not start queued jobs."""
+    return _PARENT_PID is not None and os.getppid() != _PARENT_PID
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued jobs and end the workers now (their running job stops at its next step
+    and leaves its last checkpoint)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.terminate()
+
+
+def _saved_config(run_dir: Path) -> dict | None:
+    """The config a finished run was trained with, as a full ``FitConfig`` dict: keys added to
+    ``FitConfig`` after the run was made take their defaults (what the run used); ``None`` if
+    the file is missing, unreadable or holds keys ``FitConfig`` no longer has."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text()).get("config")
+        return FitConfig(**saved).to_dict()
+    except (OSError, json.JSONDecodeError, TypeError, AttributeError):
+        return None
 
 
 def _train_job(job):
@@ -229,6 +263,8 @@ def _train_job(job):
     The data: ``(benchmark dict, n_train, n_test)`` (regenerated here, deterministically), or the
     path of an ``.npz`` file holding ``x_train`` and ``x_test``."""
     cfg_dict, run_dir, data = job
+    if _orphaned():
+        os._exit(1)
     if isinstance(data, str):
         with np.load(data) as arrays:
             x_train = torch.from_numpy(arrays["x_train"])
