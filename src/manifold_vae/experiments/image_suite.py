@@ -220,6 +220,9 @@ def digit_recovery(model, x: torch.Tensor, angle: np.ndarray, digit: np.ndarray)
     err = np.degrees(np.abs(fit["error"]))
     return {"circular_correlation": fit["circular_correlation"], "per_class": per_class,
             "reflection": fit["reflection"], "median_abs_error_deg": float(np.median(err)),
+            # the typical failure: right up to a half turn (a digit read upside down)
+            "fraction_within_30_deg": float((err <= 30).mean()),
+            "fraction_half_turn": float((err >= 150).mean()),
             "_aligned": fit["aligned"], "_true": angle[sel], "_digit": digit[sel], "_errors": err}
 
 
@@ -261,7 +264,8 @@ def _summarize(name, settings, data, loaded, out: Path) -> dict:
             else:
                 per_seed.append(render_recovery(r["model"], x_test, data["rotation"][idx]))
         rec = {}
-        for field_ in ("circular_correlation", "median_abs_error_deg", "median_geodesic_error_deg",
+        for field_ in ("circular_correlation", "median_abs_error_deg", "fraction_within_30_deg",
+                       "fraction_half_turn", "median_geodesic_error_deg",
                        "decoder_median_geodesic_error_deg"):
             vals = [p[field_] for p in per_seed if field_ in p]
             if vals:
@@ -367,10 +371,14 @@ def results_markdown(res: dict) -> str:
         lines.append("")
         if name == "digits":
             pc = ", ".join(f"{c}: {v:.3f}" for c, v in rec["er-ga"]["per_class_mean"].items())
+            g = rec["er-ga"]
             lines += [f"Angle recovery: Fisher–Lee circular correlation between the polar angle of "
                       f"the latent's first two coordinates (the S1 factor for ER) and the true angle "
                       f"on the test digits of classes 2 3 4 5 7, after one global rotation/"
-                      f"reflection. ER + group action per class: {pc}.", ""]
+                      f"reflection. ER + group action per class: {pc}; "
+                      f"{g['fraction_within_30_deg_mean']:.0%} of these test digits within 30° of "
+                      f"the true angle, {g['fraction_half_turn_mean']:.0%} within 30° of a half "
+                      f"turn from it.", ""]
         else:
             lines += ["SO(3) latent error: median geodesic distance between the ER model's SO(3) "
                       "coordinate and the true rotation after the best global alignment A·R·B "

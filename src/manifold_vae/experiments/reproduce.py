@@ -239,11 +239,17 @@ def _orphaned() -> bool:
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel queued jobs and end the workers now (their running job stops at its next step
-    and leaves its last checkpoint)."""
+    """Cancel queued jobs and end the workers: SIGTERM (a running job checkpoints and stops at
+    its next step), then SIGKILL for any worker still alive after 10 s."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(getattr(pool, "_processes", {}).values()):
-        proc.terminate()
+    for proc in procs:
+        proc.terminate()            # the trainer checkpoints on SIGTERM and stops at its next step
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():         # still going (e.g. it had already taken a queued job)
+            proc.kill()
 
 
 def _saved_config(run_dir: Path) -> dict | None:
