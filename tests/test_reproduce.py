@@ -50,7 +50,7 @@ def test_manifold_suite_end_to_end(tmp_path):
     from manifold_vae.experiments.manifold_suite import ManifoldSuiteSettings, reproduce_manifolds, suite_rows
     settings = ManifoldSuiteSettings(latents=["S1", "SO3"], n_train=256, n_test=16, dim=8, noise=0.3,
                                      steps=10, batch_size=64, hidden=[16], seeds=1, iwae_k=4,
-                                     embed_steps=10, workers=1)
+                                     embed_steps=10, workers=1, steps_by_latent={"SO3": 12})
     reproduce_manifolds(settings, tmp_path, log=lambda m: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [m["latent"] for m in saved["manifolds"]] == ["S1", "SO3"]
@@ -61,6 +61,7 @@ def test_manifold_suite_end_to_end(tmp_path):
             assert r["gap_to_true_ll_mean"] == pytest.approx(m["true_log_likelihood"] - r["test_iwae_mean"], abs=1e-6)
         assert m["best_er_row"] == "ER, exact f + group action"   # the only valid-bound ER row
     assert "importance" in saved["manifolds"][1]["true_log_likelihood_method"]
+    assert [m["steps"] for m in saved["manifolds"]] == [10, 12]       # steps_by_latent
     assert "| SO3 |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "gaps.png").stat().st_size > 1000
     logs = []

@@ -43,8 +43,10 @@ class ManifoldSuiteSettings(TrainingSettings):
     steps: int = 4000
     # manifolds whose decoders need longer to reach the noise level (every row of that manifold
     # gets the same): at 4000 steps the T2 decoders' residual variance still exceeded σ² by
-    # ~3% (≈1.4 nats of the 1.6-nat gap); 12000 steps brought one T2 run from 1.70 to 0.36
-    steps_by_latent: dict[str, int] = field(default_factory=lambda: {"T2": 12000, "SO3": 12000})
+    # ~3% (≈1.4 nats of the 1.6-nat gap); 12000 steps brought one T2 run from 1.70 to 0.36.
+    # (SO3 is not listed: one 12000-step SO3 run still had a heavy tail of badly fitted test
+    # points, gap 4.0 — longer training is not what it lacks.)
+    steps_by_latent: dict[str, int] = field(default_factory=lambda: {"T2": 12000})
     seeds: int = 2
     suite: str = "manifolds"         # which rows: "manifolds" or "peers" (see suite_rows)
 
