@@ -33,6 +33,7 @@ from ..data.images import load_image_dataset, rendered_rotations, rotated_digits
 from ..evaluation.alignment import align_angles, align_rotations, fisher_lee_correlation
 from ..manifolds.so3 import matrix_to_quaternion, quaternion_exp, quaternion_multiply
 from ..manifolds.rotations import quaternion_to_matrix
+from ..models.networks import RotatingConvDecoder
 from ..training.config import FitConfig
 from ..training.fit import fixed_binarization
 from ..training.runs import write_json
@@ -186,8 +187,7 @@ def _test_set(data: dict) -> tuple[torch.Tensor, np.ndarray]:
 def latent_angles(model, x: torch.Tensor) -> np.ndarray:
     """The polar angle of the first two coordinates of each posterior's central latent point:
     the S1 factor's angle for ``S1xRk``, the angle the rotating decoder reads for any latent."""
-    m = model.embed(x)
-    return torch.atan2(m[:, 1], m[:, 0]).double().numpy()
+    return RotatingConvDecoder.angle(model.embed(x)).double().numpy()
 
 
 @torch.no_grad()

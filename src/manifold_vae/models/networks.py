@@ -8,8 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..manifolds.rotations import rotation_from_6d
+
 
 ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def activation_class(name: str) -> type[nn.Module]:
+    """The activation module class called ``name``; ValueError naming the choices otherwise."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 class MLP(nn.Sequential):
@@ -23,12 +32,11 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, *,
                  activation: str = "relu", zero_last: bool = False):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        act = activation_class(activation)
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, h), act()]
             width = h
         last = nn.Linear(width, out_dim)
         if zero_last:
@@ -58,16 +66,16 @@ class ConvEncoder(nn.Module):
     def __init__(self, image_shape: Sequence[int], hidden: Sequence[int], out_dim: int, *,
                  channels: Sequence[int] = (32, 64), activation: str = "relu"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        act = activation_class(activation)
         c, h, w = _conv_sizes(image_shape, len(channels))
         self.image_shape = (c, h, w)
         layers: list[nn.Module] = []
+        width = c
         for ch in channels:
-            layers += [nn.Conv2d(c, ch, 4, 2, 1), ACTIVATIONS[activation]()]
-            c = ch
+            layers += [nn.Conv2d(width, ch, 4, 2, 1), act()]
+            width = ch
         self.convs = nn.Sequential(*layers)
-        flat = c * (h >> len(channels)) * (w >> len(channels))
+        flat = width * (h >> len(channels)) * (w >> len(channels))
         self.head = MLP(flat, hidden, out_dim, activation=activation)
         self.in_dim, self.out_dim = c * h * w, out_dim
 
@@ -84,20 +92,19 @@ class ConvDecoder(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
                  channels: Sequence[int] = (32, 64), activation: str = "relu"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        act = activation_class(activation)
         c, h, w = _conv_sizes(image_shape, len(channels))
         self.image_shape = (c, h, w)
         n = len(channels)
         self.grid = (int(channels[-1]), h >> n, w >> n)
         self.head = nn.Sequential(MLP(in_dim, hidden, self.grid[0] * self.grid[1] * self.grid[2],
-                                      activation=activation), ACTIVATIONS[activation]())
+                                      activation=activation), act())
         layers: list[nn.Module] = []
         widths = list(channels)[::-1] + [c]
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             layers.append(nn.ConvTranspose2d(a, b, 4, 2, 1))
             if i < n - 1:
-                layers.append(ACTIVATIONS[activation]())
+                layers.append(act())
         self.deconvs = nn.Sequential(*layers)
         self.in_dim, self.out_dim = in_dim, c * h * w
 
@@ -132,6 +139,7 @@ class RotatingConvDecoder(nn.Module):
 
     @staticmethod
     def angle(m):
+        """``θ = atan2(m_2, m_1)``: the angle this decoder turns its upright image by."""
         return torch.atan2(m[..., 1], m[..., 0])
 
     def forward(self, m):
@@ -163,8 +171,7 @@ class SplatDecoder(nn.Module):
     def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
                  points: int = 128, activation: str = "relu"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        act = activation_class(activation)
         c, h, w = _conv_sizes(image_shape, 1)
         self.image_shape = (c, h, w)
         self.points = nn.Parameter(0.5 * torch.randn(points, 3))
@@ -177,7 +184,6 @@ class SplatDecoder(nn.Module):
             for i in range(min(6, in_dim)):
                 self.head.weight[i, i] = 1.0
         self.style = MLP(in_dim, hidden, 8, activation=activation)
-        act = ACTIVATIONS[activation]
         self.refine = nn.Sequential(nn.Conv2d(3 + 8, 32, 3, padding=1), act(),
                                     nn.Conv2d(32, 32, 3, padding=1), act(),
                                     nn.ConvTranspose2d(32, c, 4, 2, 1))
@@ -188,7 +194,6 @@ class SplatDecoder(nn.Module):
         self.in_dim, self.out_dim = in_dim, c * h * w
 
     def rotation(self, m):
-        from ..manifolds.rotations import rotation_from_6d
         return rotation_from_6d(self.head(m))
 
     def forward(self, m):
@@ -223,15 +228,15 @@ class SymmetrizedEncoder(nn.Module):
     ``out(rot x)`` has the 2-vector turned by ``2π/n`` and every other output unchanged: an
     encoder that cannot confuse a digit with its half-turned copy."""
 
-    def __init__(self, base: nn.Module, image_shape: Sequence[int], order: int, vector: int):
+    def __init__(self, base: ConvEncoder, order: int, vector: int):
         super().__init__()
         if order not in (1, 2, 4):
             raise ValueError(f"encoder symmetry order must be 1, 2 or 4, got {order}")
-        c, h, w = (int(s) for s in image_shape)
+        _, h, w = base.image_shape
         if order == 4 and h != w:
             raise ValueError("quarter-turn symmetry needs square images")
         self.base, self.order, self.vector = base, order, int(vector)
-        self.image_shape = (c, h, w)
+        self.image_shape = base.image_shape
         self.in_dim, self.out_dim = base.in_dim, base.out_dim
 
     def forward(self, x):

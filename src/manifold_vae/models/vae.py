@@ -128,7 +128,7 @@ class VAE(nn.Module):
                                        channels=conv_channels, activation=activation)
             slot = self._turning_output()
             if encoder_symmetry > 1 and slot is not None:
-                self.encoder = SymmetrizedEncoder(self.encoder, image_shape, encoder_symmetry, slot)
+                self.encoder = SymmetrizedEncoder(self.encoder, encoder_symmetry, slot)
         else:
             self.encoder = MLP(self.data_dim, hidden, n_post + n_group, activation=activation)
         self.embedding = embedding if embedding is not None else ExactEmbedding(self.manifold)
@@ -136,13 +136,11 @@ class VAE(nn.Module):
             raise ValueError(f"embedding is for {self.embedding.manifold.spec}, "
                              f"latent is {self.manifold.spec}")
         self.embedding.requires_grad_(False)
-        if network == "splat":
-            self.decoder = SplatDecoder(self.manifold.ambient_dim, list(hidden)[::-1], image_shape,
-                                         activation=activation)
-        elif network != "mlp":
+        if network != "mlp":
+            # the splat decoder has no convolution stack to size: it takes no channels
+            sizes = {} if network == "splat" else {"channels": conv_channels}
             self.decoder = IMAGE_DECODERS[network](self.manifold.ambient_dim, list(hidden)[::-1],
-                                                   image_shape, channels=conv_channels,
-                                                   activation=activation)
+                                                   image_shape, activation=activation, **sizes)
         else:
             self.decoder = MLP(self.manifold.ambient_dim, list(hidden)[::-1], self.data_dim,
                                activation=activation)
