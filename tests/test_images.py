@@ -226,6 +226,9 @@ def test_cli_image_data_fit_evaluate(tmp_path, capsys):
     assert main(["evaluate", str(run), "--data", str(data), "--split", "test", "--k", "5", "--quiet"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["n"] == 12 and math.isfinite(ev["test_iwae"])
+    np.save(tmp_path / "wide.npy", np.full((12, 256), 2.0, dtype=np.float32))
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "wide.npy"), "--k", "5", "--quiet"]) == 1
+    assert "[0, 1]" in capsys.readouterr().err
 
 
 def test_cli_image_data_bad_input(tmp_path, capsys):
@@ -235,6 +238,14 @@ def test_cli_image_data_bad_input(tmp_path, capsys):
     assert "at least 2" in capsys.readouterr().err
     assert main(["data", "digits", "--size", "10", "--out", str(tmp_path / "d.npz"), "--quiet"]) == 2
     assert "multiple of 4" in capsys.readouterr().err
+    assert main(["data", "digits", "--n", "50", "--out", str(tmp_path / "d.npz"), "--quiet"]) == 2
+    assert "--copies" in capsys.readouterr().err
+    assert main(["data", "circle", "--size", "16", "--out", str(tmp_path / "c.npy"), "--quiet"]) == 2
+    assert "image datasets" in capsys.readouterr().err
+    data = save_image_dataset(tmp_path / "r.npz", rendered_rotations(30, size=16, seed=0))
+    assert main(["fit", "--data", str(data), "--test-data", str(data), "--steps", "2",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "own test split" in capsys.readouterr().err
 
 
 @pytest.mark.slow
