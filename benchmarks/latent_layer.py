@@ -5,8 +5,8 @@ and its spherical peers (von Mises–Fisher, Power Spherical) on S^n, and of who
 
 Latent layer: from encoder outputs (a leaf tensor, batch 256) to a point on S^n and the KL to the
 uniform prior, then ``backward`` of ``sum(point · w) + sum(KL)``. ER: fused Beta sample + KL in
-the hidden box, then the embedding f (exact map on S^2; a learned 128-128 MLP on S^10, where no
-exact map is known). Whole steps: the same 256-256 MLP encoder/decoder, D=100, Adam, batch 512.
+the hidden box, then the exact embedding f (Archimedes' map on S^2, the stick-breaking map on
+S^n for n >= 4). Whole steps: the same 256-256 MLP encoder/decoder, D=100, Adam, batch 512.
 Every timing is the median over rounds of an interleaved loop; ratios are taken within this run.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from manifold_vae import VAE
 from manifold_vae.distributions import log_sphere_volume, sphere_posterior
 from manifold_vae.distributions.box import beta_rsample_and_kl
 from manifold_vae.distributions.spherical import concentration_from_raw
-from manifold_vae.embeddings import ExactEmbedding, LearnedEmbedding
+from manifold_vae.embeddings import ExactEmbedding
 from manifold_vae.manifolds import parse_latent
 from manifold_vae.manifolds.base import safe_normalize
 
@@ -28,7 +28,7 @@ from timing import interleaved_medians, make_step   # benchmarks/timing.py
 
 def er_layer(n: int, batch: int):
     m = parse_latent(f"S{n}")
-    f = ExactEmbedding(m) if n <= 3 else LearnedEmbedding(m).requires_grad_(False)
+    f = ExactEmbedding(m)
     raw = torch.randn(batch, 2 * n, requires_grad=True)
     w = torch.randn(batch, n + 1)
 
@@ -76,8 +76,7 @@ def main():
     x = torch.randn(512, 100)
     for n in args.dims:
         m = parse_latent(f"S{n}")
-        er = VAE(100, m) if n <= 3 else VAE(100, m, embedding=LearnedEmbedding(m))
-        models = {"gaussian": VAE(100, f"R{n}"), "ER": er,
+        models = {"gaussian": VAE(100, f"R{n}"), "ER": VAE(100, m),
                   "vMF": VAE(100, f"vmf:S{n}"), "PS": VAE(100, f"powerspherical:S{n}")}
         t = interleaved_medians({k: make_step(v, x) for k, v in models.items()}, args.rounds,
                                 args.step_reps, warmup=5)

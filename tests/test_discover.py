@@ -62,8 +62,8 @@ def test_candidate_configurations():
     assert candidate_config("S1", TINY, 0).group_action is True
     assert candidate_config("SO3", TINY, 0).embedding == "exact"
     assert candidate_config("R2", TINY, 0).group_action is False
-    s5 = candidate_config("S5", TINY, 0)     # no exact map: learned f, no group action
-    assert s5.embedding == "learned" and s5.group_action is False
+    s5 = candidate_config("S5", TINY, 0)     # stick-breaking exact map + SO(6) action
+    assert s5.embedding == "exact" and s5.group_action is True
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -6,7 +6,15 @@ Exact maps from the hidden box (uniform to uniform, injective a.e.):
 * ``S^2``: Archimedes' map ``φ = 2π z1``, ``cos ϑ = 1 - 2 z2``; volume element ``4π``;
 * ``S^3``: Shoemake's map ``(sqrt(1-u1) sin 2πu2, sqrt(1-u1) cos 2πu2, sqrt(u1) sin 2πu3,
   sqrt(u1) cos 2πu3)``; volume element ``2π²``;
-* ``n >= 4``: no exact map is implemented (use a learned embedding).
+* ``n >= 4``: the squared norms of a uniform point's coordinate planes ``(x_1,x_2), (x_3,x_4), …``
+  (and ``x_{n+1}^2`` when ``n`` is even) are ``Dirichlet(1, …, 1[, ½])`` and each plane's angle is
+  uniform and independent of them. Stick-breaking draws the Dirichlet from the box:
+  ``v_j ~ Beta(1, β_j)`` with ``β_j`` = the rest of the parameters, whose inverse CDF is closed
+  form, ``1 - v_j = u_j^{1/β_j}``; for even ``n`` the last plane and ``x_{n+1}`` form an ``S^2``
+  of radius ``sqrt(rest)`` drawn by Archimedes' map. Hidden layout: ``k-1`` stick coordinates,
+  ``k-1`` plane angles, then the last plane's angle (odd ``n``) or Archimedes' two coordinates
+  (even ``n``), ``k = ⌈n/2⌉``. It reduces to Shoemake's map for ``n = 3`` (up to coordinate
+  order). Volume element ``vol(S^n)``.
 
 Group ``SO(n+1)`` acting by matrix multiplication; from a 6-vector by Gram–Schmidt for ``S^2``,
 from an ``(n+1)×(n+1)`` matrix by QR otherwise.
@@ -27,6 +35,34 @@ def sphere_volume(n: int) -> float:
     return 2 * math.pi ** ((n + 1) / 2) / math.gamma((n + 1) / 2)
 
 
+def _archimedes(z1: Tensor, z2: Tensor) -> Tensor:
+    """Archimedes' map ``[0,1]^2 -> S^2``: ``φ = 2π z1``, ``cos ϑ = 1 - 2 z2``."""
+    phi = 2 * math.pi * z1
+    sin_t = 2 * torch.sqrt((z2 * (1 - z2)).clamp_min(0))
+    return torch.stack([sin_t * phi.cos(), sin_t * phi.sin(), 1 - 2 * z2], -1)
+
+
+def _stick_breaking_sphere(z: Tensor, n: int) -> Tensor:
+    """The exact map ``[0,1]^n -> S^n`` for any ``n >= 2`` (module docstring): Dirichlet plane
+    weights by stick-breaking with closed-form Beta(1, β) inverse CDFs, uniform plane angles."""
+    k = (n + 1) // 2                        # planes (the last one shares an S^2 when n is even)
+    sticks, angles = z[..., :k - 1], z[..., k - 1:2 * k - 2]
+    half = 0.5 if n % 2 == 0 else 0.0
+    beta = torch.arange(k - 1, 0, -1, dtype=z.dtype, device=z.device) + half   # β_j = k-j (+½)
+    keep = sticks.clamp_min(0) ** (1 / beta)          # 1 - v_j = u_j^{1/β_j}
+    rest = torch.cumprod(torch.cat([torch.ones_like(z[..., :1]), keep], -1), -1)  # R_0 … R_{k-1}
+    radius = torch.sqrt((rest[..., :-1] * (1 - keep)).clamp_min(0))              # sqrt(w_j)
+    theta = 2 * math.pi * angles
+    planes = torch.stack([radius * theta.cos(), radius * theta.sin()], -1).flatten(-2)
+    last_r = torch.sqrt(rest[..., -1:])
+    if n % 2:
+        phi = 2 * math.pi * z[..., -1:]
+        last = last_r * torch.cat([phi.cos(), phi.sin()], -1)
+    else:
+        last = last_r * _archimedes(z[..., -2], z[..., -1])
+    return torch.cat([planes, last], -1)
+
+
 class Sphere(Manifold):
     """The unit sphere ``S^n`` (n >= 2; ``S1`` is :class:`~.circle.Circle`)."""
 
@@ -41,7 +77,7 @@ class Sphere(Manifold):
 
     @property
     def has_exact_map(self) -> bool:
-        return self.n in (2, 3)
+        return True
 
     def volume(self) -> float:
         return sphere_volume(self.n)
@@ -54,18 +90,13 @@ class Sphere(Manifold):
 
     def exact_map(self, z: Tensor) -> Tensor:
         if self.n == 2:
-            phi = 2 * math.pi * z[..., 0]
-            t = z[..., 1]
-            cos_t = 1 - 2 * t
-            sin_t = 2 * torch.sqrt((t * (1 - t)).clamp_min(0))
-            return torch.stack([sin_t * phi.cos(), sin_t * phi.sin(), cos_t], -1)
+            return _archimedes(z[..., 0], z[..., 1])
         if self.n == 3:
             u1, u2, u3 = z.unbind(-1)
             r1, r2 = torch.sqrt((1 - u1).clamp_min(0)), torch.sqrt(u1.clamp_min(0))
             a, b = 2 * math.pi * u2, 2 * math.pi * u3
             return torch.stack([r1 * a.sin(), r1 * a.cos(), r2 * b.sin(), r2 * b.cos()], -1)
-        raise ValueError(f"{self.spec}: no exact map from the box is implemented for n >= 4; "
-                         f"use a learned embedding (--embedding learned)")
+        return _stick_breaking_sphere(z, self.n)
 
     def group_element(self, params: Tensor) -> Tensor:
         if self.n == 2:
