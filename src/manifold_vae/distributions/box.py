@@ -55,6 +55,14 @@ def beta_from_mean_concentration(mean_logit: Tensor, log_concentration: Tensor, 
     return (mu * kappa).clamp_min(min_param), ((1 - mu) * kappa).clamp_min(min_param)
 
 
+@functools.lru_cache(maxsize=None)
+def _consts(ndim: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Offsets ``(1, 1, 2)`` and KL signs ``(-1, -1, 1)`` over the leading ``(a, b, a+b)`` axis."""
+    shape = (3,) + (1,) * ndim
+    return (torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64, device=device).view(shape),
+            torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64, device=device).view(shape))
+
+
 class _BetaRsampleKL(torch.autograd.Function):
     """Fused ``(z, KL)`` for ``Beta(μκ, (1-μ)κ)`` from ``(logit μ, log κ)``: one graph node.
 
@@ -74,40 +82,40 @@ class _BetaRsampleKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, v, lo, hi, pmin):
+        off, pm = _consts(u.dim(), u.device)
         mu = torch.sigmoid(u)
         kappa = v.clamp(lo, hi).exp()
         a_raw = mu * kappa
-        raw = torch.stack([a_raw, kappa - a_raw])            # (2, ...): a, b before the floor
-        c = raw.clamp_min(pmin).double()
-        gam = torch._standard_gamma(c)
-        total = (gam[0] + gam[1]).clamp_min(1e-300)
+        c = torch.stack([a_raw, kappa - a_raw, kappa]).double()   # (3, ...): a, b, a+b
+        raw = c[:2].clone()
+        ab = c[:2].clamp_min_(pmin)                               # a, b after the floor (a view)
+        torch.add(ab[0], ab[1], out=c[2])
+        gam = torch._standard_gamma(ab)
+        total = gam.sum(0).clamp_min_(1e-300)
         eps = box_eps(u.dtype)
-        z = (gam[0] / total).to(u.dtype).clamp(eps, 1.0 - eps)
-        c3 = torch.cat([c, (c[0] + c[1]).unsqueeze(0)])      # (3, ...): a, b, a+b
-        t = c3 - c3.new_tensor([1.0, 1.0, 2.0]).view(3, *([1] * u.dim()))
-        e = torch.lgamma(c3) - t * torch.digamma(c3)
-        kl = (e[2] - e[0] - e[1]).sum(-1).to(u.dtype)
-        ctx.save_for_backward(mu, kappa, raw, gam, c, total, c3, t, (v >= lo) & (v <= hi))
-        ctx.pmin = pmin
+        z = (gam[0] / total).to(u.dtype).clamp_(eps, 1.0 - eps)
+        t = c - off
+        kl = ((torch.lgamma(c) - t * torch.digamma(c)) * pm).sum((0, -1)).to(u.dtype)
+        ctx.save_for_backward(mu, kappa, v, raw, gam, c, total, t)
+        ctx.bounds = (lo, hi, pmin)
         return z, kl
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gz, gkl):
-        mu, kappa, raw, gam, c, total, c3, t, in_range = ctx.saved_tensors
+        mu, kappa, v, raw, gam, c, total, t = ctx.saved_tensors
+        lo, hi, pmin = ctx.bounds
+        ab = c[:2]
         # sample: ∂z/∂(a, b) = (G_b ∂G_a/∂a, -G_a ∂G_b/∂b) / S²   (float64; a NaN would poison Adam)
-        dg = torch._standard_gamma_grad(c, gam)
-        inv2 = total.pow(-2)
-        dza = torch.nan_to_num(dg[0] * gam[1] * inv2, nan=0.0, posinf=0.0, neginf=0.0)
-        dzb = torch.nan_to_num(dg[1] * gam[0] * inv2, nan=0.0, posinf=0.0, neginf=0.0)
+        dz = torch._standard_gamma_grad(ab, gam).mul_(gam.flip(0)).mul_(total.pow(-2))
+        dz = torch.nan_to_num_(dz, nan=0.0, posinf=0.0, neginf=0.0)
+        dz[1].neg_()
         # KL: ∂KL/∂a = t_a ψ'(a) - t_ab ψ'(a+b), ∂KL/∂b = t_b ψ'(b) - t_ab ψ'(a+b)
-        tt = t * torch.polygamma(1, c3)
-        gk = gkl.double().unsqueeze(-1)
-        gzd = gz.double()
-        ga = (gzd * dza + gk * (tt[0] - tt[2])).to(mu.dtype) * (raw[0] > ctx.pmin)
-        gb = (-gzd * dzb + gk * (tt[1] - tt[2])).to(mu.dtype) * (raw[1] > ctx.pmin)
-        gu = (ga - gb) * kappa * mu * (1 - mu)
-        gv = (ga * raw[0] + gb * raw[1]) * in_range
+        tt = t.mul_(torch.polygamma(1, c))
+        g = dz.mul_(gz) + (tt[:2] - tt[2]).mul_(gkl.unsqueeze(-1))
+        g = g.mul_(raw > pmin).to(mu.dtype)                       # (∂L/∂a, ∂L/∂b)
+        gu = (g[0] - g[1]).mul_(kappa).mul_(mu * (1 - mu))
+        gv = (g * raw.to(mu.dtype)).sum(0).mul_((v >= lo) & (v <= hi))
         return gu, gv, None, None, None
 
 
