@@ -4,8 +4,9 @@ and its spherical peers (von Mises–Fisher, Power Spherical) on S^n, and of who
     python benchmarks/latent_layer.py [--batch 256] [--rounds 7] [--threads 1]
 
 Latent layer: from encoder outputs (a leaf tensor, batch 256) to a point on S^n and the KL to the
-uniform prior, then ``backward`` of ``sum(point · w) + sum(KL)``. ER: fused Beta sample + KL in
-the hidden box, then the exact embedding f (Archimedes' map on S^2, the stick-breaking map on
+uniform prior, then ``backward`` of ``sum(point · w) + sum(KL)``. ER in both hidden spaces: the
+fused Beta sample + KL in the box, or a Gaussian sample + KL in R^n mapped through the normal CDF
+Φ; then the exact embedding f (Archimedes' map on S^2, the stick-breaking map on
 S^n for n >= 4). Whole steps: the same 256-256 MLP encoder/decoder, D=100, Adam, batch 512.
 Every timing is the median over rounds of an interleaved loop; ratios are taken within this run.
 """
@@ -17,7 +18,8 @@ import torch
 
 from manifold_vae import VAE
 from manifold_vae.distributions import log_sphere_volume, sphere_posterior
-from manifold_vae.distributions.box import beta_rsample_and_kl
+from manifold_vae.distributions.box import beta_rsample_and_kl, probit_to_box
+from manifold_vae.distributions.hidden import normal_rsample_and_kl
 from manifold_vae.distributions.spherical import concentration_from_raw
 from manifold_vae.embeddings import ExactEmbedding
 from manifold_vae.manifolds import parse_latent
@@ -26,14 +28,18 @@ from manifold_vae.manifolds.base import safe_normalize
 from timing import interleaved_medians, make_step   # benchmarks/timing.py
 
 
-def er_layer(n: int, batch: int):
+def er_layer(n: int, batch: int, hidden: str = "box"):
     m = parse_latent(f"S{n}")
     f = ExactEmbedding(m)
     raw = torch.randn(batch, 2 * n, requires_grad=True)
     w = torch.randn(batch, n + 1)
 
     def run():
-        z, kl = beta_rsample_and_kl(raw[:, :n], raw[:, n:])
+        if hidden == "box":          # Beta posterior on [0,1]^n, uniform prior
+            z, kl = beta_rsample_and_kl(raw[:, :n], raw[:, n:])
+        else:                        # Gaussian posterior on R^n, N(0, I) prior, f ∘ Φ
+            zn, kl = normal_rsample_and_kl(raw[:, :n], raw[:, n:])
+            z = probit_to_box(zn)
         (f(z) * w).sum().add(kl.sum()).backward()
     return run
 
@@ -64,19 +70,25 @@ def main():
     torch.manual_seed(0)
     print(f"latent layer (sample + KL, forward + backward), batch {args.batch}, "
           f"{args.threads} thread(s), median of {args.rounds} rounds x {args.reps}")
-    print(f"{'n':>3s} {'ER µs':>9s} {'vMF µs':>9s} {'PS µs':>9s} {'vMF/ER':>7s} {'PS/ER':>7s}")
+    print("ER-box: Beta posterior on [0,1]^n (the default); ER-normal: Gaussian posterior on R^n, "
+          "f ∘ Φ (compact_hidden='normal')")
+    print(f"{'n':>3s} {'ER-box µs':>10s} {'ER-normal µs':>13s} {'vMF µs':>9s} {'PS µs':>9s}   "
+          f"{'vMF/ER-box':>10s} {'PS/ER-box':>9s} {'vMF/ER-normal':>13s} {'PS/ER-normal':>12s}")
     for n in args.dims:
-        t = interleaved_medians({"er": er_layer(n, args.batch), "vmf": sphere_layer("vmf", n, args.batch),
-                   "ps": sphere_layer("powerspherical", n, args.batch)},
+        t = interleaved_medians({"box": er_layer(n, args.batch), "normal": er_layer(n, args.batch, "normal"),
+                                 "vmf": sphere_layer("vmf", n, args.batch),
+                                 "ps": sphere_layer("powerspherical", n, args.batch)},
                                 args.rounds, args.reps, warmup=5)
-        print(f"{n:3d} {t['er'] * 1e6:9.0f} {t['vmf'] * 1e6:9.0f} {t['ps'] * 1e6:9.0f} "
-              f"{t['vmf'] / t['er']:7.2f} {t['ps'] / t['er']:7.2f}")
+        print(f"{n:3d} {t['box'] * 1e6:10.0f} {t['normal'] * 1e6:13.0f} {t['vmf'] * 1e6:9.0f} "
+              f"{t['ps'] * 1e6:9.0f}   {t['vmf'] / t['box']:10.2f} {t['ps'] / t['box']:9.2f} "
+              f"{t['vmf'] / t['normal']:13.2f} {t['ps'] / t['normal']:12.2f}")
 
     print("\nwhole training step, batch 512, D=100, 256-256 MLPs (ratios to the Gaussian VAE d=n)")
     x = torch.randn(512, 100)
     for n in args.dims:
         m = parse_latent(f"S{n}")
-        models = {"gaussian": VAE(100, f"R{n}"), "ER": VAE(100, m),
+        models = {"gaussian": VAE(100, f"R{n}"), "ER-box": VAE(100, m),
+                  "ER-normal": VAE(100, m, compact_hidden="normal"),
                   "vMF": VAE(100, f"vmf:S{n}"), "PS": VAE(100, f"powerspherical:S{n}")}
         t = interleaved_medians({k: make_step(v, x) for k, v in models.items()}, args.rounds,
                                 args.step_reps, warmup=5)

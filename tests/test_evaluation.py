@@ -170,3 +170,39 @@ def test_centred_posterior_leaves_the_location_to_the_group_action(latent):
     model.loss(x)["loss"].backward()
     with pytest.raises(ValueError, match="group action"):
         VAE(12, latent, centred_posterior=True)
+
+
+@pytest.mark.parametrize("latent,ga", [("S1", True), ("S2", True), ("S10", False), ("S1xR2", True),
+                                       ("T2", False)])
+def test_normal_hidden_space_elbo_matches_its_log_weights(latent, ga):
+    """compact_hidden='normal': z ~ N(μ, σ²), prior N(0, 1), m = g · f(Φ(z)). The training loss's
+    closed-form-KL ELBO and the mean of the K=1 importance log-weights (Monte Carlo KL from the
+    same posterior and prior densities) estimate the same number. Both are means of 4000 draws
+    with about the same spread, so their difference has standard error ≈ √2·se (se: that of the
+    log-weights' mean); they must agree within 4·1.5·se (fixed seeds)."""
+    torch.manual_seed(0)
+    model = VAE(12, latent, group_action=ga, compact_hidden="normal", hidden=[16]).eval()
+    assert model.hidden_space.kinds == ("euclidean",) * model.manifold.dim
+    x = torch.randn(3, 12)
+    lw = model.log_weights(x, 4000)                               # (K, B)
+    torch.manual_seed(1)
+    elbo = torch.stack([model.loss(x[i:i + 1].expand(4000, 12))["elbo"] for i in range(3)])
+    se = lw.std(0) / math.sqrt(4000)
+    assert ((lw.mean(0) - elbo).abs() < 4 * 1.5 * se).all(), (lw.mean(0), elbo, se)
+    # Φ pushes the prior N(0, 1) onto the box's U(0, 1): the sample the embedding sees is inside
+    u = model.to_box(torch.randn(1000, model.manifold.dim) * 5)
+    assert ((u > 0) & (u < 1))[:, [k == "box" for k in model.manifold.hidden_kinds]].all()
+    out = model.train().loss(x)
+    out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_normal_hidden_space_bad_input():
+    from manifold_vae.errors import UsageError
+    from manifold_vae.training.config import FitConfig
+    with pytest.raises(ValueError, match="compact_hidden"):
+        VAE(12, "S2", compact_hidden="gauss")
+    with pytest.raises(ValueError, match="compact_hidden"):
+        VAE(12, "vmf:S2", compact_hidden="normal")
+    with pytest.raises(UsageError, match="compact_hidden"):
+        FitConfig(compact_hidden="gauss").validate()

@@ -31,6 +31,12 @@ def squeeze_into_box(z: Tensor) -> Tensor:
     return z + (z.clamp(eps, 1.0 - eps) - z).detach()
 
 
+def probit_to_box(z: Tensor) -> Tensor:
+    """``Φ(z)``, the standard normal CDF, kept inside ``(0,1)``: pushes ``N(0,1)`` onto ``U(0,1)``
+    (a normal hidden coordinate as the box coordinate an embedding takes)."""
+    return squeeze_into_box(torch.special.ndtr(z))
+
+
 def beta_kl_to_uniform(a: Tensor, b: Tensor) -> Tensor:
     """``KL(Beta(a,b) || U(0,1))`` elementwise, the negative Beta entropy (computed in float64)."""
     a64, b64 = a.double(), b.double()

@@ -20,6 +20,16 @@ KINDS = ("box", "euclidean")
 LOG_SIGMA_BOUNDS = (-12.0, 4.0)
 
 
+def normal_rsample_and_kl(loc: Tensor, log_sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """One reparameterized sample ``z = μ + σ ε`` of ``N(μ, σ²)`` per element and
+    ``KL(N(μ, σ²) || N(0, 1)) = ½ Σ (μ² + σ² - 1) - Σ log σ`` over the last dimension
+    (``log σ`` clamped to ``LOG_SIGMA_BOUNDS``, as in :meth:`HiddenSpace.posterior`)."""
+    log_sigma = log_sigma.clamp(*LOG_SIGMA_BOUNDS)
+    z = loc + log_sigma.exp() * torch.randn_like(loc)
+    kl = 0.5 * (loc.pow(2) + (2 * log_sigma).exp() - 1).sum(-1) - log_sigma.sum(-1)
+    return z, kl
+
+
 class HiddenSpace:
     """Prior and posterior family of a hidden space with coordinate kinds ``kinds``.
 

@@ -8,7 +8,10 @@ of Golikov & Kretov (arXiv:1812.02769):
     ELBO(x) = E_q[log p_θ(x | g(x)·f(z))] - KL(q(z|x) || p(z))
 
 with the KL computed in the hidden space (equal to the KL on ``M`` because ``f`` is injective and
-``g`` preserves the prior). The likelihood is Gaussian with one learned scale per coordinate,
+``g`` preserves the prior). A compact factor's hidden coordinates live either in the box
+``[0,1]`` (prior ``U(0,1)``, Beta posterior; the default) or in ``R`` (prior ``N(0,1)``, Gaussian
+posterior) with ``f`` applied after the normal CDF ``Φ``, which pushes ``N(0,1)`` onto ``U(0,1)``:
+``m = g · f(Φ(z))`` — the method's two hidden spaces, one embedding. The likelihood is Gaussian with one learned scale per coordinate,
 evaluated in the data's own units: the model holds the affine standardization applied to its
 inputs (a per-coordinate shift and one global scale ``s``) and adds its log-Jacobian
 ``-D log s``, so its log-likelihoods compare directly with the data's true log-likelihood.
@@ -25,8 +28,8 @@ from torch.distributions import kl_divergence
 from ..distributions import (SPHERE_FAMILIES, HiddenSpace, HypersphericalUniform,
                              log_sphere_volume, sphere_posterior)
 from ..distributions.spherical import concentration_from_raw
-from ..distributions.box import beta_rsample_and_kl
-from ..distributions.hidden import LOG_SIGMA_BOUNDS
+from ..distributions.box import beta_rsample_and_kl, probit_to_box
+from ..distributions.hidden import normal_rsample_and_kl
 from ..embeddings import ExactEmbedding
 from ..manifolds import Circle, Manifold, Sphere, parse_latent
 from ..manifolds.base import safe_normalize
@@ -36,6 +39,7 @@ from .networks import (MLP, ConvDecoder, ConvEncoder, RotatingConvDecoder, Splat
 LOG_2PI = math.log(2 * math.pi)
 LOG_SCALE_BOUNDS = (-9.0, 5.0)
 LIKELIHOODS = ("gaussian", "bernoulli")
+COMPACT_HIDDEN = ("box", "normal")
 NETWORKS = ("mlp", "conv", "conv-rotate", "splat")
 IMAGE_DECODERS = {"conv": ConvDecoder, "conv-rotate": RotatingConvDecoder, "splat": SplatDecoder}
 
@@ -75,6 +79,8 @@ class VAE(nn.Module):
             (its mirror), ``"conv-rotate"`` (equivariant to planar rotations,
             :class:`~.networks.RotatingConvDecoder`) or ``"splat"`` (a learned 3D object turned
             in 3D, :class:`~.networks.SplatDecoder`).
+        compact_hidden: hidden space of the compact factors: ``"box"`` (Beta posterior, uniform
+            prior) or ``"normal"`` (Gaussian posterior, standard normal prior, ``f ∘ Φ``).
 
     Example::
 
@@ -88,7 +94,8 @@ class VAE(nn.Module):
                  group_action: bool = False, hidden: Sequence[int] = (256, 256),
                  activation: str = "relu", likelihood: str = "gaussian", network: str = "mlp",
                  image_shape: Sequence[int] | None = None, conv_channels: Sequence[int] = (32, 64),
-                 encoder_symmetry: int = 1, centred_posterior: bool = False):
+                 encoder_symmetry: int = 1, centred_posterior: bool = False,
+                 compact_hidden: str = "box"):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose from {', '.join(LIKELIHOODS)}")
@@ -111,7 +118,19 @@ class VAE(nn.Module):
                              "no embedding and no group action")
         self.data_dim = int(data_dim)
         self.group_action = bool(group_action)
-        self.hidden_space = HiddenSpace(self.manifold.hidden_kinds)
+        if compact_hidden not in COMPACT_HIDDEN:
+            raise ValueError(f"unknown compact_hidden {compact_hidden!r}; choose from "
+                             f"{', '.join(COMPACT_HIDDEN)}")
+        if compact_hidden != "box" and (self.family or centred_posterior):
+            raise ValueError("compact_hidden='normal' applies to ER latents without "
+                             "centred_posterior (it centres Beta means)")
+        self.compact_hidden = compact_hidden
+        kinds = self.manifold.hidden_kinds
+        probit = compact_hidden == "normal" and "box" in kinds
+        # Φ is applied to these hidden coordinates before f (None: none, True: all of them)
+        self._probit = None if not probit else (True if set(kinds) == {"box"} else
+                                                torch.tensor([k == "box" for k in kinds]))
+        self.hidden_space = HiddenSpace(["euclidean"] * len(kinds) if probit else kinds)
         self.centred_posterior = bool(centred_posterior)
         if centred_posterior and not (group_action and "box" in self.manifold.hidden_kinds):
             raise ValueError("centred_posterior needs a group action and a compact factor: the "
@@ -194,11 +213,19 @@ class VAE(nn.Module):
         g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
         return q, g
 
+    def to_box(self, z: Tensor) -> Tensor:
+        """The hidden sample as ``f`` takes it: ``Φ(z)`` on compact coordinates with a normal hidden
+        space (kept inside ``(0,1)``), ``z`` itself otherwise."""
+        if self._probit is None:
+            return z
+        u = probit_to_box(z)
+        return u if self._probit is True else torch.where(self._probit.to(z.device), u, z)
+
     def latent_point(self, z: Tensor, g=None) -> Tensor:
         """``m = g · f(z)`` (``m = z`` for a spherical posterior family)."""
         if self.family:
             return z
-        m = self.embedding(z)
+        m = self.embedding(self.to_box(z))
         return m if g is None else self.manifold.act(g, m)
 
     def log_likelihood(self, x_std: Tensor, m: Tensor) -> Tensor:
@@ -232,10 +259,7 @@ class VAE(nn.Module):
         d = self.hidden_space.dim
         loc, scale = raw[..., :d], raw[..., d:]
         if self._single_kind == "euclidean":
-            log_sigma = scale.clamp(*LOG_SIGMA_BOUNDS)
-            z = loc + log_sigma.exp() * torch.randn_like(loc)
-            kl = 0.5 * (loc.pow(2) + (2 * log_sigma).exp() - 1).sum(-1) - log_sigma.sum(-1)
-            return z, kl
+            return normal_rsample_and_kl(loc, scale)
         if self._single_kind == "box":
             return beta_rsample_and_kl(loc, scale + math.log(2.0))
         q = self.hidden_space.posterior(raw)
@@ -255,7 +279,8 @@ class VAE(nn.Module):
             n_hidden = self.hidden_space.param_dim
             z, kl = self._sample_with_kl(self._hidden_params(raw[..., :n_hidden]))
             if isinstance(self.embedding, ExactEmbedding):  # fused g·f(z) where the manifold has one
-                m = self.manifold.act_on_exact(z, raw[..., n_hidden:] if self.group_action else None)
+                m = self.manifold.act_on_exact(self.to_box(z),
+                                               raw[..., n_hidden:] if self.group_action else None)
             else:
                 g = self.manifold.group_element(raw[..., n_hidden:]) if self.group_action else None
                 m = self.latent_point(z, g)
@@ -292,6 +317,7 @@ class VAE(nn.Module):
     def describe(self) -> dict:
         return {"latent": self.spec, "data_dim": self.data_dim, "likelihood": self.likelihood,
                 "centred_posterior": self.centred_posterior,
+                "compact_hidden": self.compact_hidden,
                 "network": self.network,
                 "group_action": self.group_action,
                 "embedding": getattr(self.embedding, "kind", type(self.embedding).__name__)}

@@ -29,6 +29,7 @@ class FitConfig:
     embedding: str = "exact"          # "exact", "learned" (train one now) or a directory/file
     group_action: bool = False
     centred_posterior: bool = False   # with group_action: Beta means fixed at the box centre
+    compact_hidden: str = "box"       # compact factors' hidden space: "box" (Beta) or "normal" (Φ)
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     likelihood: str = "gaussian"      # "gaussian" (learned scale per coordinate) or "bernoulli"
@@ -74,6 +75,8 @@ class FitConfig:
             raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
         if self.grad_clip < 0:
             raise UsageError(f"config: grad_clip must be >= 0, got {self.grad_clip}")
+        if self.compact_hidden not in ("box", "normal"):
+            raise UsageError(f"config: compact_hidden must be 'box' or 'normal', got {self.compact_hidden!r}")
         if self.schedule not in ("onecycle", "constant"):
             raise UsageError(f"config: schedule must be 'onecycle' or 'constant', got {self.schedule!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

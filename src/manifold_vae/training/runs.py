@@ -64,7 +64,8 @@ def build_model(config: FitConfig, data_dim: int, *, embedding: torch.nn.Module 
                    likelihood=config.likelihood, network=config.network,
                    image_shape=config.image_shape or None, conv_channels=config.conv_channels,
                    encoder_symmetry=config.encoder_symmetry,
-                   centred_posterior=config.centred_posterior)
+                   centred_posterior=config.centred_posterior,
+                   compact_hidden=config.compact_hidden)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
