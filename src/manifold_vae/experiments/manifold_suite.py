@@ -68,24 +68,27 @@ class ManifoldSuiteSettings(TrainingSettings):
         return dataclasses.replace(cls.quick(), latents=["S1", "S2"], suite="peers")
 
 
-def suite_rows(spec: str, suite: str = "manifolds") -> list[tuple[str, str, str, str, bool]]:
-    """``(key, name, latent, embedding, group action)`` of the rows for manifold ``spec``.
+def suite_rows(spec: str, suite: str = "manifolds") -> list[tuple[str, str, str, str, bool, str]]:
+    """``(key, name, latent, embedding, group action, compact_hidden)`` of the rows for ``spec``.
 
     ``suite="manifolds"``: Gaussian VAEs of dim(M) and ambient(M), ER exact f + GA, ER learned
-    f + GA. ``suite="peers"`` (spheres) adds the von Mises–Fisher and Power Spherical VAEs and
-    ER exact f without group action."""
+    f + GA. ``suite="peers"`` (spheres) adds the von Mises–Fisher and Power Spherical VAEs, ER
+    exact f without group action, and ER exact f + GA on a normal hidden space (``f ∘ Φ``)."""
     m = parse_latent(spec)
-    gauss = [("gauss-dim", f"Gaussian VAE, d={m.dim} = dim(M)", f"R{m.dim}", "exact", False),
+    gauss = [("gauss-dim", f"Gaussian VAE, d={m.dim} = dim(M)", f"R{m.dim}", "exact", False, "box"),
              ("gauss-ambient", f"Gaussian VAE, d={m.ambient_dim} = ambient(M)",
-              f"R{m.ambient_dim}", "exact", False)]
-    er_ga = [("er-exact-ga", "ER, exact f + group action", spec, "exact", True),
-             ("er-learned-ga", "ER, learned f + group action", spec, "learned", True)]
+              f"R{m.ambient_dim}", "exact", False, "box")]
+    er_ga = [("er-exact-ga", "ER, exact f + group action", spec, "exact", True, "box"),
+             ("er-learned-ga", "ER, learned f + group action", spec, "learned", True, "box")]
     if suite == "manifolds":
         return gauss + er_ga
     if suite == "peers":
-        return gauss + [("vmf", "von Mises–Fisher (S-VAE)", f"vmf:{spec}", "exact", False),
-                        ("powerspherical", "Power Spherical", f"powerspherical:{spec}", "exact", False),
-                        ("er-exact", "ER, exact f", spec, "exact", False)] + er_ga
+        return gauss + [("vmf", "von Mises–Fisher (S-VAE)", f"vmf:{spec}", "exact", False, "box"),
+                        ("powerspherical", "Power Spherical", f"powerspherical:{spec}", "exact",
+                         False, "box"),
+                        ("er-exact", "ER, exact f", spec, "exact", False, "box")] + er_ga + [
+                        ("er-normal-ga", "ER, exact f + group action, normal hidden (f ∘ Φ)", spec,
+                         "exact", True, "normal")]
     raise ValueError(f"unknown suite {suite!r}")
 
 
@@ -117,14 +120,15 @@ def reproduce_manifolds(settings: ManifoldSuiteSettings, out: Path, *, force: bo
         emb_dir = out / "embeddings" / spec
         embeddings.append((settings.embed_config(spec), emb_dir))
         per_manifold[spec] = {"bench": bench, "embedding_dir": emb_dir}
-        for key, name, latent, embedding, ga in suite_rows(spec, settings.suite):
+        for key, name, latent, embedding, ga, hidden in suite_rows(spec, settings.suite):
             for seed in range(settings.seeds):
                 run_dir = out / "runs" / spec / f"{key}-seed{seed}"
                 cfg = settings.fit_config(latent,
                                           str(emb_dir) if embedding == "learned" else "exact",
                                           ga, seed)
                 steps = settings.steps_for(spec)
-                cfg = dataclasses.replace(cfg, steps=steps, checkpoint_every=max(1, steps // 4))
+                cfg = dataclasses.replace(cfg, steps=steps, checkpoint_every=max(1, steps // 4),
+                                          compact_hidden=hidden)
                 runs.setdefault(spec, {}).setdefault(key, []).append(run_dir)
                 jobs.append((f"{spec} {name} seed {seed}", cfg, run_dir,
                              (bench.to_dict(), settings.n_train, settings.n_test)))
@@ -153,7 +157,7 @@ def _summarize(settings, per_manifold, loaded) -> dict:
     for spec, info in per_manifold.items():
         ll = info["ll"]
         rows = []
-        for key, name, latent, embedding, ga in suite_rows(spec, settings.suite):
+        for key, name, latent, embedding, ga, hidden in suite_rows(spec, settings.suite):
             rs = loaded[spec][key]
             elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in rs])
             iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in rs])
@@ -163,7 +167,7 @@ def _summarize(settings, per_manifold, loaded) -> dict:
                            / len(rs))
             rows.append({
                 "key": key, "name": name, "latent": latent, "embedding": embedding,
-                "group_action": ga, "seeds": len(rs),
+                "group_action": ga, "compact_hidden": hidden, "seeds": len(rs),
                 "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
                 "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
                 "gap_to_true_ll_mean": float(np.mean(gaps)), "gap_to_true_ll_std": _mean_std(gaps)[1],
@@ -255,7 +259,8 @@ def results_markdown(res: dict) -> str:
 def _short(row: dict) -> str:
     names = {"gauss-dim": "Gaussian d=dim(M)", "gauss-ambient": "Gaussian d=ambient(M)",
              "vmf": "vMF", "powerspherical": "Power Spherical", "er-exact": "ER exact f",
-             "er-exact-ga": "ER exact f + GA", "er-learned-ga": "ER learned f + GA ‡"}
+             "er-exact-ga": "ER exact f + GA", "er-learned-ga": "ER learned f + GA ‡",
+             "er-normal-ga": "ER exact f + GA, normal hidden"}
     return names.get(row["key"], row["name"])
 
 
