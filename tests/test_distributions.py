@@ -157,8 +157,8 @@ def test_fused_beta_samples_and_gradients_are_unbiased(logit, logk):
     a, b = beta_from_mean_concentration(u, v)
     with torch.no_grad():
         z, _ = beta_rsample_and_kl(u.expand(n_batches * size, 1), v.expand(n_batches * size, 1))
-    assert sps.kstest(z[:, 0].numpy(), sps.beta(float(a), float(b)).cdf).pvalue > 1e-3
     a, b = a.detach(), b.detach()
+    assert sps.kstest(z[:, 0].numpy(), sps.beta(float(a), float(b)).cdf).pvalue > 1e-3
     mu, kappa = torch.sigmoid(torch.tensor(logit, dtype=torch.float64)), math.exp(logk)
     zz = z[:, 0]
     dig = torch.digamma(a + b)
