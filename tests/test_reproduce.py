@@ -1,5 +1,6 @@
 """The reproduce suite end to end on tiny settings: files, keys, figures, reuse of finished runs."""
 import json
+import math
 
 import pytest
 
@@ -81,3 +82,23 @@ def test_finished_runs_from_before_a_new_config_key_are_still_reused(tmp_path):
     assert _saved_config(tmp_path) == cfg
     (tmp_path / "config.json").write_text(_json.dumps({"config": dict(old, retired_key=1)}))
     assert _saved_config(tmp_path) is None
+
+
+def test_digit_peers_table_runs_every_row_and_reuses_finished_runs(tmp_path):
+    """`reproduce --suite peers` on rotated digits: every peer row trains with the same conv
+    networks and is reported; a second call reuses the finished runs."""
+    import dataclasses
+    from manifold_vae.experiments.digit_peers import (DigitPeersSettings, digit_peer_rows,
+                                                      reproduce_digit_peers)
+    settings = dataclasses.replace(DigitPeersSettings.quick(), steps=20, workers=1)
+    res = reproduce_digit_peers(settings, tmp_path, log=lambda m: None)
+    rows = digit_peer_rows(settings.sphere_dim)
+    assert [r["key"] for r in res["rows"]] == [r[0] for r in rows]
+    for r in res["rows"]:
+        assert math.isfinite(r["test_iwae_mean"]) and r["test_iwae_mean"] < 0   # nats per image
+    assert "vmf:S2" in {r["latent"] for r in res["rows"]}
+    md = (tmp_path / "results.md").read_text()
+    assert "Power Spherical" in md and "normal hidden" in md
+    logs = []
+    reproduce_digit_peers(settings, tmp_path, log=logs.append)
+    assert sum("reusing finished run" in m for m in logs) == len(rows) * settings.seeds

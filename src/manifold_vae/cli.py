@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="the paper's Table 1 on the circle benchmark")
     p.add_argument("--suite", default="circle", choices=["circle", "manifolds", "peers", "images"],
                    help="circle: the paper's Table 1; manifolds: S1, S2, T2, SO3 benchmarks; "
-                        "peers: vMF and Power Spherical VAEs beside ER on S1 and S2; images: "
+                        "peers: vMF and Power Spherical VAEs beside ER on S1 and S2, then on rotated digits (OUT/digits); images: "
                         "rotated digits (S1xRk) and rendered rotations (SO3xRk)")
     p.add_argument("--quick", action="store_true", help="small, fast settings (smoke test)")
     p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, manifolds and peers 2; quick: 1)")
@@ -422,4 +422,14 @@ def cmd_reproduce(args) -> int:
     run(settings, out, force=args.force, progress=want_progress(args.quiet),
         log=lambda m: _say(args, m))
     print((out / "results.md").read_text())
+    if args.suite == "peers":      # and the same rows on rotated digits
+        from .experiments.digit_peers import DigitPeersSettings, reproduce_digit_peers
+
+        digits = DigitPeersSettings.quick() if args.quick else DigitPeersSettings()
+        digits.seeds = settings.seeds
+        if args.steps is not None:
+            digits.steps = args.steps
+        reproduce_digit_peers(digits, out / "digits", force=args.force,
+                              progress=want_progress(args.quiet), log=lambda m: _say(args, m))
+        print((out / "digits" / "results.md").read_text())
     return 0
