@@ -44,23 +44,26 @@ def _archimedes(z1: Tensor, z2: Tensor) -> Tensor:
 
 def _stick_breaking_sphere(z: Tensor, n: int) -> Tensor:
     """The exact map ``[0,1]^n -> S^n`` for any ``n >= 2`` (module docstring): Dirichlet plane
-    weights by stick-breaking with closed-form Beta(1, β) inverse CDFs, uniform plane angles."""
+    weights by stick-breaking with closed-form Beta(1, β) inverse CDFs, uniform plane angles.
+
+    In log space: ``log(1 - v_j) = log(u_j) / β_j``, ``log R_j = Σ_{i<=j} log(1 - v_i)``, plane
+    radii ``sqrt(w_j) = sqrt(R_{j-1}) sqrt(v_j)`` and ``sqrt(R_{k-1})`` for the last plane."""
     k = (n + 1) // 2                        # planes (the last one shares an S^2 when n is even)
-    sticks, angles = z[..., :k - 1], z[..., k - 1:2 * k - 2]
     half = 0.5 if n % 2 == 0 else 0.0
-    beta = torch.arange(k - 1, 0, -1, dtype=z.dtype, device=z.device) + half   # β_j = k-j (+½)
-    keep = sticks.clamp_min(0) ** (1 / beta)          # 1 - v_j = u_j^{1/β_j}
-    rest = torch.cumprod(torch.cat([torch.ones_like(z[..., :1]), keep], -1), -1)  # R_0 … R_{k-1}
-    radius = torch.sqrt((rest[..., :-1] * (1 - keep)).clamp_min(0))              # sqrt(w_j)
-    theta = 2 * math.pi * angles
+    inv_beta = 1 / (torch.arange(k - 1, 0, -1, dtype=z.dtype, device=z.device) + half)
+    log_keep = z[..., :k - 1].clamp_min(1e-300).log() * inv_beta       # log(1 - v_j)
+    log_rest = torch.nn.functional.pad(torch.cumsum(log_keep, -1), (1, 0))   # log R_0 … R_{k-1}
+    root_rest = (0.5 * log_rest).exp()
+    v = torch.nn.functional.pad(-torch.expm1(log_keep), (0, 1), value=1.0)  # (v_1 … v_{k-1}, 1)
+    if n % 2 == 0:                          # Archimedes on the last S^2: plane radius sin ϑ
+        t = z[..., -1:]
+        v = torch.cat([v[..., :-1], 4 * t * (1 - t)], -1)
+    radius = root_rest * v.clamp_min(0).sqrt()
+    theta = 2 * math.pi * z[..., k - 1:2 * k - 1]                          # k plane angles
     planes = torch.stack([radius * theta.cos(), radius * theta.sin()], -1).flatten(-2)
-    last_r = torch.sqrt(rest[..., -1:])
     if n % 2:
-        phi = 2 * math.pi * z[..., -1:]
-        last = last_r * torch.cat([phi.cos(), phi.sin()], -1)
-    else:
-        last = last_r * _archimedes(z[..., -2], z[..., -1])
-    return torch.cat([planes, last], -1)
+        return planes
+    return torch.cat([planes, root_rest[..., -1:] * (1 - 2 * z[..., -1:])], -1)
 
 
 class Sphere(Manifold):
