@@ -206,3 +206,30 @@ def test_normal_hidden_space_bad_input():
         VAE(12, "vmf:S2", compact_hidden="normal")
     with pytest.raises(UsageError, match="compact_hidden"):
         FitConfig(compact_hidden="gauss").validate()
+
+
+def test_init_concentration_sets_the_starting_beta_width():
+    """init_concentration κ₀: where the encoder outputs 0 the Beta posterior has a + b = κ₀
+    (2: the uniform prior); the fused training path and the evaluation path agree on it."""
+    from manifold_vae.errors import UsageError
+    from manifold_vae.training.config import FitConfig
+    torch.manual_seed(0)
+    for k0 in (2.0, 50.0):
+        model = VAE(12, "T2", group_action=True, init_concentration=k0, hidden=[16]).eval()
+        last = model.encoder[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+        q, _ = model.encode(torch.randn(4, 12))
+        beta = q.base_dist
+        torch.testing.assert_close(beta.concentration1 + beta.concentration0,
+                                   torch.full((4, 2), k0))
+        # the training loss's closed-form KL is the KL of that posterior: 0 for the uniform
+        kl = model.loss(torch.randn(4, 12))["kl"]
+        expected = 0.0 if k0 == 2.0 else 2 * float(torch.distributions.kl_divergence(
+            torch.distributions.Beta(torch.tensor(k0 / 2), torch.tensor(k0 / 2)),
+            torch.distributions.Uniform(0.0, 1.0)))
+        assert float(kl) == pytest.approx(expected, abs=1e-4)
+    with pytest.raises(ValueError, match="init_concentration"):
+        VAE(12, "S1", init_concentration=0.0)
+    with pytest.raises(UsageError, match="init_concentration"):
+        FitConfig(init_concentration=-1.0).validate()

@@ -6,6 +6,7 @@ such coordinates; consecutive coordinates of one kind form a block.
 """
 from __future__ import annotations
 
+import math
 from itertools import groupby
 from typing import Sequence
 
@@ -38,8 +39,12 @@ class HiddenSpace:
     ``size`` scale parameters (log concentrations or log standard deviations).
     """
 
-    def __init__(self, kinds: Sequence[str]):
+    def __init__(self, kinds: Sequence[str], *, init_concentration: float = 2.0):
         kinds = tuple(kinds)
+        if not init_concentration > 0:
+            raise ValueError(f"init_concentration must be positive, got {init_concentration}")
+        # log κ = raw + log κ₀: a raw output of 0 gives the Beta concentration κ₀ (2: uniform)
+        self.log_concentration_offset = math.log(init_concentration)
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
             raise ValueError(f"hidden kinds must be a non-empty sequence of {KINDS}, got {kinds}")
@@ -56,7 +61,7 @@ class HiddenSpace:
             scale = raw[..., start + size:start + 2 * size]
             start += 2 * size
             if kind == "box":
-                a, b = beta_from_mean_concentration(loc, scale + 0.6931471805599453)
+                a, b = beta_from_mean_concentration(loc, scale + self.log_concentration_offset)
                 base = BoxBeta(a, b, validate_args=False)
             else:
                 sigma = scale.clamp(*LOG_SIGMA_BOUNDS).exp()

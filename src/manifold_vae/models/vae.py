@@ -95,7 +95,7 @@ class VAE(nn.Module):
                  activation: str = "relu", likelihood: str = "gaussian", network: str = "mlp",
                  image_shape: Sequence[int] | None = None, conv_channels: Sequence[int] = (32, 64),
                  encoder_symmetry: int = 1, centred_posterior: bool = False,
-                 compact_hidden: str = "box"):
+                 compact_hidden: str = "box", init_concentration: float = 2.0):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose from {', '.join(LIKELIHOODS)}")
@@ -130,7 +130,8 @@ class VAE(nn.Module):
         # Φ is applied to these hidden coordinates before f (None: none, True: all of them)
         self._probit = None if not probit else (True if set(kinds) == {"box"} else
                                                 torch.tensor([k == "box" for k in kinds]))
-        self.hidden_space = HiddenSpace(["euclidean"] * len(kinds) if probit else kinds)
+        self.hidden_space = HiddenSpace(["euclidean"] * len(kinds) if probit else kinds,
+                                        init_concentration=init_concentration)
         self.centred_posterior = bool(centred_posterior)
         if centred_posterior and not (group_action and "box" in self.manifold.hidden_kinds):
             raise ValueError("centred_posterior needs a group action and a compact factor: the "
@@ -261,7 +262,7 @@ class VAE(nn.Module):
         if self._single_kind == "euclidean":
             return normal_rsample_and_kl(loc, scale)
         if self._single_kind == "box":
-            return beta_rsample_and_kl(loc, scale + math.log(2.0))
+            return beta_rsample_and_kl(loc, scale + self.hidden_space.log_concentration_offset)
         q = self.hidden_space.posterior(raw)
         return q.rsample(), self.hidden_space.kl(q)
 

@@ -30,6 +30,7 @@ class FitConfig:
     group_action: bool = False
     centred_posterior: bool = False   # with group_action: Beta means fixed at the box centre
     compact_hidden: str = "box"       # compact factors' hidden space: "box" (Beta) or "normal" (Φ)
+    init_concentration: float = 2.0   # Beta posterior's κ = a + b at initialization (2: uniform)
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     activation: str = "relu"
     likelihood: str = "gaussian"      # "gaussian" (learned scale per coordinate) or "bernoulli"
@@ -75,6 +76,8 @@ class FitConfig:
             raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
         if self.grad_clip < 0:
             raise UsageError(f"config: grad_clip must be >= 0, got {self.grad_clip}")
+        if not self.init_concentration > 0:
+            raise UsageError(f"config: init_concentration must be positive, got {self.init_concentration}")
         if self.compact_hidden not in ("box", "normal"):
             raise UsageError(f"config: compact_hidden must be 'box' or 'normal', got {self.compact_hidden!r}")
         if self.schedule not in ("onecycle", "constant"):

@@ -65,7 +65,8 @@ def build_model(config: FitConfig, data_dim: int, *, embedding: torch.nn.Module 
                    image_shape=config.image_shape or None, conv_channels=config.conv_channels,
                    encoder_symmetry=config.encoder_symmetry,
                    centred_posterior=config.centred_posterior,
-                   compact_hidden=config.compact_hidden)
+                   compact_hidden=config.compact_hidden,
+                   init_concentration=config.init_concentration)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
