@@ -230,6 +230,6 @@ def test_init_concentration_sets_the_starting_beta_width():
             torch.distributions.Uniform(0.0, 1.0)))
         assert float(kl) == pytest.approx(expected, abs=1e-4)
     with pytest.raises(ValueError, match="init_concentration"):
-        VAE(12, "S1", init_concentration=0.0)
+        VAE(12, "S1", init_concentration=0.5)
     with pytest.raises(UsageError, match="init_concentration"):
-        FitConfig(init_concentration=-1.0).validate()
+        FitConfig(init_concentration=0.5).validate()

@@ -88,7 +88,7 @@ class _BetaRsampleKL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, v, lo, hi, pmin):
-        off, pm = _consts(u.dim(), u.device)
+        off, sign = _consts(u.dim(), u.device)
         mu = torch.sigmoid(u)
         kappa = v.clamp(lo, hi).exp()
         a_raw = mu * kappa
@@ -101,7 +101,7 @@ class _BetaRsampleKL(torch.autograd.Function):
         eps = box_eps(u.dtype)
         z = (gam[0] / total).to(u.dtype).clamp_(eps, 1.0 - eps)
         t = c - off
-        kl = ((torch.lgamma(c) - t * torch.digamma(c)) * pm).sum((0, -1)).to(u.dtype)
+        kl = ((torch.lgamma(c) - t * torch.digamma(c)) * sign).sum((0, -1)).to(u.dtype)
         ctx.save_for_backward(mu, kappa, v, raw, gam, c, total, t)
         ctx.bounds = (lo, hi, pmin)
         return z, kl
@@ -117,7 +117,7 @@ class _BetaRsampleKL(torch.autograd.Function):
         dz = torch.nan_to_num_(dz, nan=0.0, posinf=0.0, neginf=0.0)
         dz[1].neg_()
         # KL: ∂KL/∂a = t_a ψ'(a) - t_ab ψ'(a+b), ∂KL/∂b = t_b ψ'(b) - t_ab ψ'(a+b)
-        tt = t.mul_(torch.polygamma(1, c))
+        tt = t * torch.polygamma(1, c)          # not in place: t is saved (a second backward)
         g = dz.mul_(gz) + (tt[:2] - tt[2]).mul_(gkl.unsqueeze(-1))
         g = g.mul_(raw > pmin).to(mu.dtype)                       # (∂L/∂a, ∂L/∂b)
         gu = (g[0] - g[1]).mul_(kappa).mul_(mu * (1 - mu))

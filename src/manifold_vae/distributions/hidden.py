@@ -19,6 +19,7 @@ from .concat import ConcatIndependent
 
 KINDS = ("box", "euclidean")
 LOG_SIGMA_BOUNDS = (-12.0, 4.0)
+MAX_INIT_CONCENTRATION = math.exp(14.0)   # κ is kept in [1, e^14] (beta_from_mean_concentration)
 
 
 def normal_rsample_and_kl(loc: Tensor, log_sigma: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,8 +42,9 @@ class HiddenSpace:
 
     def __init__(self, kinds: Sequence[str], *, init_concentration: float = 2.0):
         kinds = tuple(kinds)
-        if not init_concentration > 0:
-            raise ValueError(f"init_concentration must be positive, got {init_concentration}")
+        if not 1.0 <= init_concentration <= MAX_INIT_CONCENTRATION:
+            raise ValueError(f"init_concentration must lie in [1, {MAX_INIT_CONCENTRATION:.0f}] (the "
+                             f"bounds of the Beta concentration), got {init_concentration}")
         # log κ = raw + log κ₀: a raw output of 0 gives the Beta concentration κ₀ (2: uniform)
         self.log_concentration_offset = math.log(init_concentration)
         bad = [k for k in kinds if k not in KINDS]

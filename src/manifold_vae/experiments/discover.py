@@ -3,9 +3,10 @@
 The IWAE bound approaches the model's log-likelihood as K grows, so the candidate whose latent
 topology matches the data's (the symmetry that generated it) should reach the highest test
 IWAE (Golikov & Kretov 2018, section 1). Each candidate gets its best ER configuration — exact
-f + group-action encoder on compact manifolds (learned f without group action where no exact
-map exists, which keeps the bound valid), the Gaussian VAE on ``R^k`` — on one shared
-train/test split, with the same networks, steps and evaluation.
+f + group-action encoder on compact manifolds, with Beta posteriors that start unimodal
+(``INIT_CONCENTRATION``; a learned f without group action where no exact map exists, which
+keeps the bound valid), the Gaussian VAE on ``R^k`` — on one shared train/test split, with the
+same networks, steps and evaluation.
 
 Verdict with uncertainty: the per-example IWAE difference between the top two candidates
 (averaged over seeds, paired on the same test examples) has mean ``d`` and standard error
@@ -41,10 +42,13 @@ from .reproduce import run_jobs
 DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
 Z_THRESHOLD = 2.0
 MARGIN = 0.05        # nats per example: smaller leads count as ties (see the module docstring)
-# Beta posteriors of compact candidates start at κ = 50 (sd ≈ 0.07 in the box), not at the
-# uniform prior (κ = 2): a uniform sample carries no information about x, so the group action
-# gets no gradient at the start, and on T2 data (D=20, σ=0.02) one torus circle never left the
-# prior (gap to the true log-likelihood 17.4 nats; 8.7 with κ₀ = 50, both circles in use).
+# Beta posteriors of compact candidates start unimodal at κ = 50 (sd ≈ 0.07 in the box), not at
+# the uniform prior (κ = 2): a uniform sample carries no information about x (the group action's
+# expected gradient is zero), and the posterior can leave it either way — narrower around the box
+# centre, or U-shaped, massed at both ends of the box, which on a circle is one point, the seam.
+# The U-shaped branch ends at κ's lower bound (1, where its gradient is zero) still broad: on T2
+# data (D=20, σ=0.02) one torus circle did that (gap to the true log-likelihood 17.4 nats after
+# 2500 steps; 8.7 with κ₀ = 50, both circles sharp).
 INIT_CONCENTRATION = 50.0
 
 

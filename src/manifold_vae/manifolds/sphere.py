@@ -47,11 +47,12 @@ def _stick_breaking_sphere(z: Tensor, n: int) -> Tensor:
     weights by stick-breaking with closed-form Beta(1, β) inverse CDFs, uniform plane angles.
 
     In log space: ``log(1 - v_j) = log(u_j) / β_j``, ``log R_j = Σ_{i<=j} log(1 - v_i)``, plane
-    radii ``sqrt(w_j) = sqrt(R_{j-1}) sqrt(v_j)`` and ``sqrt(R_{k-1})`` for the last plane."""
+    radii ``sqrt(w_j) = sqrt(R_{j-1}) sqrt(v_j)``; the last plane's is ``sqrt(R_{k-1})`` (odd ``n``)
+    or ``sqrt(R_{k-1}) sin ϑ`` with ``sin² ϑ = 4t(1-t)`` (even ``n``, Archimedes)."""
     k = (n + 1) // 2                        # planes (the last one shares an S^2 when n is even)
     half = 0.5 if n % 2 == 0 else 0.0
     inv_beta = 1 / (torch.arange(k - 1, 0, -1, dtype=z.dtype, device=z.device) + half)
-    log_keep = z[..., :k - 1].clamp_min(1e-300).log() * inv_beta       # log(1 - v_j)
+    log_keep = z[..., :k - 1].clamp_min(torch.finfo(z.dtype).tiny).log() * inv_beta  # log(1-v_j)
     log_rest = torch.nn.functional.pad(torch.cumsum(log_keep, -1), (1, 0))   # log R_0 … R_{k-1}
     root_rest = (0.5 * log_rest).exp()
     v = torch.nn.functional.pad(-torch.expm1(log_keep), (0, 1), value=1.0)  # (v_1 … v_{k-1}, 1)

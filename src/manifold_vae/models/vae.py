@@ -81,6 +81,11 @@ class VAE(nn.Module):
             in 3D, :class:`~.networks.SplatDecoder`).
         compact_hidden: hidden space of the compact factors: ``"box"`` (Beta posterior, uniform
             prior) or ``"normal"`` (Gaussian posterior, standard normal prior, ``f ∘ Φ``).
+        init_concentration: the Beta posterior's concentration ``κ = a + b`` where the encoder
+            outputs 0 (at initialization), in ``[1, e^14]``: 2 is the uniform prior itself (the
+            sample then carries no information about ``x``, and the expected gradient of the
+            group action is zero); a larger value starts the posteriors unimodal and narrower.
+            (Box hidden spaces only.)
 
     Example::
 
@@ -319,6 +324,7 @@ class VAE(nn.Module):
         return {"latent": self.spec, "data_dim": self.data_dim, "likelihood": self.likelihood,
                 "centred_posterior": self.centred_posterior,
                 "compact_hidden": self.compact_hidden,
+                "init_concentration": math.exp(self.hidden_space.log_concentration_offset),
                 "network": self.network,
                 "group_action": self.group_action,
                 "embedding": getattr(self.embedding, "kind", type(self.embedding).__name__)}

@@ -76,8 +76,9 @@ class FitConfig:
             raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
         if self.grad_clip < 0:
             raise UsageError(f"config: grad_clip must be >= 0, got {self.grad_clip}")
-        if not self.init_concentration > 0:
-            raise UsageError(f"config: init_concentration must be positive, got {self.init_concentration}")
+        if not 1.0 <= self.init_concentration <= 1.2e6:
+            raise UsageError(f"config: init_concentration must lie in [1, 1.2e6] (the bounds of the "
+                             f"Beta concentration), got {self.init_concentration}")
         if self.compact_hidden not in ("box", "normal"):
             raise UsageError(f"config: compact_hidden must be 'box' or 'normal', got {self.compact_hidden!r}")
         if self.schedule not in ("onecycle", "constant"):
