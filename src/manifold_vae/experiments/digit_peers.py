@@ -25,7 +25,7 @@ from ..training.config import FitConfig
 from ..training.runs import write_json
 from .figures import plot_grouped_bars
 from .image_suite import ImageSuiteSettings, _dataset
-from .reproduce import _load_finished, _mean_std, run_jobs
+from .reproduce import _load_finished, run_jobs, seed_statistics, suite_embed_config
 
 
 @dataclass
@@ -67,10 +67,7 @@ class DigitPeersSettings:
                          seed=seed, iwae_k=self.iwae_k, checkpoint_every=max(1, self.steps // 4))
 
     def embed_config(self, latent: str) -> EmbedConfig:
-        cfg = EmbedConfig(latent=latent, seed=0)
-        if self.embed_steps is not None:
-            cfg.steps = self.embed_steps
-        return cfg
+        return suite_embed_config(latent, self.embed_steps)
 
 
 def digit_peer_rows(d: int) -> list[tuple[str, str, str, str, bool, str]]:
@@ -110,17 +107,10 @@ def reproduce_digit_peers(settings: DigitPeersSettings, out: Path, *, force: boo
     rows = []
     for key, name, latent, embedding, ga, hidden in digit_peer_rows(settings.sphere_dim):
         rs = [_load_finished(d, with_model=False) for d in runs[key]]
-        elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in rs])
-        iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in rs])
         rows.append({"key": key, "name": name, "latent": latent, "embedding": embedding,
-                     "group_action": ga, "compact_hidden": hidden, "seeds": len(rs),
-                     "valid_bound": not (embedding == "learned" and ga),
-                     "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
-                     "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
-                     "test_iwae_stderr": float(np.mean([r["metrics"]["test_iwae_stderr"] for r in rs])),
-                     "final_train_kl_mean": float(np.mean([r["metrics"]["final_train_kl"] for r in rs])),
-                     "train_seconds_mean": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
-                     "seconds_per_step_mean": float(np.mean([r["metrics"]["seconds_per_step"] for r in rs]))})
+                     "group_action": ga, "compact_hidden": hidden,
+                     "valid_bound": not (embedding == "learned" and ga), **seed_statistics(rs),
+                     "final_train_kl_mean": float(np.mean([r["metrics"]["final_train_kl"] for r in rs]))})
     results = {"suite": "peers-digits", "settings": dataclasses.asdict(settings), "rows": rows,
                "n_train": int((~data["test"]).sum()), "n_test": int(data["test"].sum()),
                "image_shape": shape, "total_seconds": time.perf_counter() - t_start}

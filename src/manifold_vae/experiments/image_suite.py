@@ -39,7 +39,7 @@ from ..training.fit import fixed_binarization
 from ..training.runs import write_json
 from .figures import (plot_angle_recovery, plot_error_histogram, plot_grouped_bars,
                       plot_image_grid)
-from .reproduce import _load_finished, _mean_std, run_jobs
+from .reproduce import _load_finished, run_jobs, seed_statistics
 
 DATASETS = ("digits", "renders")
 ASYMMETRIC_DIGITS = (2, 3, 4, 5, 7)   # no rotational self-symmetry and no rotated twin
@@ -244,16 +244,8 @@ def _summarize(name, settings, data, loaded, out: Path) -> dict:
     x_test, idx = _test_set(data)
     rows = []
     for key, label, latent, ga in image_rows(name, settings):
-        rs = loaded[key]
-        elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in rs])
-        iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in rs])
         rows.append({"key": key, "name": label, "latent": latent, "group_action": ga,
-                     "seeds": len(rs), "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
-                     "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
-                     "test_iwae_stderr": float(np.mean([r["metrics"]["test_iwae_stderr"] for r in rs])),
-                     "train_seconds_mean": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
-                     "seconds_per_step_mean": float(np.mean([r["metrics"]["seconds_per_step"] for r in rs])),
-                     "steps": settings.steps(name)})
+                     **seed_statistics(loaded[key]), "steps": settings.steps(name)})
     recovery, figs = {}, out / "figures"
     figs.mkdir(exist_ok=True)
     for key, label, latent, ga in image_rows(name, settings):

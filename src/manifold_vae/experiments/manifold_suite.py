@@ -32,7 +32,7 @@ from ..evaluation import true_log_likelihood
 from ..manifolds import parse_latent
 from ..training.runs import write_json
 from .figures import plot_grouped_bars
-from .reproduce import TrainingSettings, _load_finished, _mean_std, run_jobs
+from .reproduce import TrainingSettings, _load_finished, _mean_std, run_jobs, seed_statistics
 
 
 @dataclass
@@ -159,22 +159,16 @@ def _summarize(settings, per_manifold, loaded) -> dict:
         rows = []
         for key, name, latent, embedding, ga, hidden in suite_rows(spec, settings.suite):
             rs = loaded[spec][key]
-            elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in rs])
-            iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in rs])
             gaps = [float((ll - r["iwae"]).mean()) for r in rs]
             # standard error over test examples of the gap, averaged over seeds
             gap_se = float(math.sqrt(sum(float((ll - r["iwae"]).var() / len(ll)) for r in rs))
                            / len(rs))
             rows.append({
                 "key": key, "name": name, "latent": latent, "embedding": embedding,
-                "group_action": ga, "compact_hidden": hidden, "seeds": len(rs),
-                "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
-                "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
+                "group_action": ga, "compact_hidden": hidden, **seed_statistics(rs),
                 "gap_to_true_ll_mean": float(np.mean(gaps)), "gap_to_true_ll_std": _mean_std(gaps)[1],
                 "gap_to_true_ll_stderr": gap_se,
                 "valid_bound": not (embedding == "learned" and ga),
-                "train_seconds_mean": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
-                "seconds_per_step_mean": float(np.mean([r["metrics"]["seconds_per_step"] for r in rs])),
             })
         er = [r for r in rows if r["latent"] == spec and r["valid_bound"]]
         peers = [r for r in rows if ":" in r["latent"]]

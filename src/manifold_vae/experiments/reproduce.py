@@ -70,10 +70,15 @@ class TrainingSettings:
 
     def embed_config(self, latent: str) -> EmbedConfig:
         """The learned embedding of ``latent`` that the suite's learned-f rows use."""
-        cfg = EmbedConfig(latent=latent, seed=0)
-        if self.embed_steps is not None:
-            cfg.steps = self.embed_steps
-        return cfg
+        return suite_embed_config(latent, self.embed_steps)
+
+
+def suite_embed_config(latent: str, steps: int | None) -> EmbedConfig:
+    """A suite's learned embedding of ``latent``: seed 0, ``steps`` (``None``: the default)."""
+    cfg = EmbedConfig(latent=latent, seed=0)
+    if steps is not None:
+        cfg.steps = steps
+    return cfg
 
 
 @dataclass
@@ -305,6 +310,21 @@ def _load_finished(run_dir: Path, with_model: bool = True) -> dict:
     return {"metrics": metrics, "iwae": per, "history": history, "model": model}
 
 
+def seed_statistics(runs: list[dict]) -> dict:
+    """What every suite table reports of one row's finished runs (one per seed): test ELBO and
+    IWAE mean and std over seeds, the IWAE's standard error over test examples (mean over seeds),
+    training seconds and seconds per step (means)."""
+    def mean(key):
+        return float(np.mean([r["metrics"][key] for r in runs]))
+    elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in runs])
+    iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in runs])
+    return {"seeds": len(runs), "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
+            "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
+            "test_iwae_stderr": mean("test_iwae_stderr"),
+            "train_seconds_mean": mean("train_seconds"),
+            "seconds_per_step_mean": mean("seconds_per_step")}
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     a = np.asarray(values, dtype=np.float64)
     return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
@@ -316,8 +336,6 @@ def _summarize(settings, runs, ll_true, ll_err, bench, emb_report) -> dict:
     rows = []
     for key, name, latent, embedding, ga in ROWS:
         rs = runs[key]
-        elbo_m, elbo_s = _mean_std([r["metrics"]["test_elbo"] for r in rs])
-        iwae_m, iwae_s = _mean_std([r["metrics"]["test_iwae"] for r in rs])
         # paired on the same test examples and seed: per-example IWAE difference to row 1
         diffs = [(r["iwae"] - b["iwae"]) for r, b in zip(rs, base)]
         d_mean = float(np.mean([float(d.mean()) for d in diffs]))
@@ -325,9 +343,7 @@ def _summarize(settings, runs, ll_true, ll_err, bench, emb_report) -> dict:
         gaps = [float((ll_true - r["iwae"]).mean()) for r in rs]
         rows.append({
             "key": key, "name": name, "latent": latent, "embedding": embedding,
-            "group_action": ga, "seeds": len(rs),
-            "test_elbo_mean": elbo_m, "test_elbo_std": elbo_s,
-            "test_iwae_mean": iwae_m, "test_iwae_std": iwae_s,
+            "group_action": ga, **seed_statistics(rs),
             "gap_to_true_ll_mean": float(np.mean(gaps)),
             "gap_to_true_ll_std": _mean_std(gaps)[1],
             "iwae_minus_gauss_d1_mean": d_mean, "iwae_minus_gauss_d1_stderr": d_se,
@@ -335,8 +351,6 @@ def _summarize(settings, runs, ll_true, ll_err, bench, emb_report) -> dict:
             # a group action with a learned f makes the implied prior x-dependent (f#p is only
             # approximately rotation-invariant), so that row's IWAE is not a likelihood bound
             "valid_bound": not (embedding == "learned" and ga),
-            "train_seconds_mean": float(np.mean([r["metrics"]["train_seconds"] for r in rs])),
-            "seconds_per_step_mean": float(np.mean([r["metrics"]["seconds_per_step"] for r in rs])),
         })
     er_rows = [r for r in rows if r["latent"] == "S1" and r["valid_bound"]]
     best = max(er_rows, key=lambda r: r["test_iwae_mean"])
