@@ -129,3 +129,32 @@ def test_verdict_rules_significance_margin_and_fewest_dimensions(tmp_path):
     res = _rank(["R3", "S1"], _fake_candidates(tmp_path / "c", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
                 "custom", TINY, 100, 4000, 0.0)
     assert res["verdict"] == "decided" and res["best"] == "R3"
+
+
+def test_restarts_keep_the_seed_with_the_best_validation_score(tmp_path):
+    """Several seeds per candidate: the one that scored best on the validation rows represents
+    the candidate (its test values, never the test-best one), and the choice is reported."""
+    from manifold_vae.experiments.discover import _rank
+    rng = np.random.default_rng(1)
+    base = rng.normal(100.0, 1.0, size=2000)
+    dirs = {}
+    # S1: seed 1 validates best but is not the best on the test rows; T2: one seed only
+    for spec, seeds in {"S1": [(0.0, 5.0), (1.0, 7.0), (2.0, 6.0)], "T2": [(0.5, 9.0)]}.items():
+        for i, (shift, val) in enumerate(seeds):
+            d = tmp_path / spec / f"seed{i}"
+            d.mkdir(parents=True)
+            iwae = base + shift + rng.normal(0.0, 0.01, size=2000)
+            np.save(d / "test_per_example.npy", np.stack([iwae - 0.1, iwae]))
+            (d / "metrics.json").write_text(json.dumps({
+                "test_elbo": float(iwae.mean() - 0.1), "train_seconds": 1.0, "embedding": "exact",
+                "group_action": True, "validation_iwae": val}))
+            dirs.setdefault(spec, []).append(d)
+    res = _rank(["S1", "T2"], dirs, "custom", TINY, 100, 2000, 0.05)
+    s1 = next(r for r in res["ranking"] if r["latent"] == "S1")
+    assert s1["selected_seed"] == 1 and s1["validation_iwae"] == 7.0
+    assert s1["test_iwae"] == pytest.approx(base.mean() + 1.0, abs=0.01)
+    assert len(s1["seed_test_iwae"]) == 3
+    assert res["best"] == "S1" and res["verdict"] == "decided"
+    assert "the one with the best validation IWAE kept" in __import__(
+        "manifold_vae.experiments.discover", fromlist=["x"]).report_markdown(
+        {**res, "budget": {**res["budget"], "seeds": 3}})

@@ -206,3 +206,71 @@ def test_persistent_nonfinite_steps_stop_with_a_clear_error(data, tmp_path, monk
     _poison_loss(monkeypatch, set(range(10, 100)))
     assert fit(data, tmp_path / "r", "--latent", "S1", "--set", "steps=60", "--set", "log_every=10") == 1
     assert "training diverged" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- early stopping
+def _validation_rows(data, tmp_path):
+    """The validation rows ``fit`` holds out: the training part of the test split, split again."""
+    from manifold_vae.data import train_test_split
+    from manifold_vae.data.io import load_array
+
+    x = torch.as_tensor(load_array(data)).float()
+    x_train = train_test_split(x, 0.1, 0)[0]
+    return train_test_split(x_train, 0.25, 1)[1]
+
+
+def test_early_stopping_ends_in_the_state_with_the_best_validation_score(data, tmp_path):
+    from manifold_vae.training.trainer import validation_score
+
+    out = tmp_path / "es"
+    assert fit(data, out, "--latent", "S1", "--group-action", "--steps", "300", "--set", "log_every=20",
+               "--set", "validation_fraction=0.25") == 0
+    m = metrics(out)
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    scores = [r["validation_iwae"] for r in rows]
+    assert len(scores) == 15
+    best = int(np.argmax(scores))
+    assert m["selected_step"] == rows[best]["step"] and m["validation_iwae"] == scores[best]
+    assert m["n_validation"] == 135 and m["n_train"] == 540 - 135
+    model, config, _ = load_run(out)
+    # the saved model is the selected one: it reproduces the recorded score exactly
+    assert validation_score(model, _validation_rows(data, tmp_path), config) == scores[best]
+    # without the option nothing is held out or selected
+    assert fit(data, tmp_path / "plain", "--latent", "S1", "--steps", "20") == 0
+    assert "selected_step" not in metrics(tmp_path / "plain")
+    assert metrics(tmp_path / "plain")["n_train"] == 540
+
+
+def test_early_stopping_survives_an_interruption(data, tmp_path):
+    """Stopped at step 100 (SIGTERM from the progress hook) and resumed: same selected model,
+    bit for bit, as an uninterrupted run."""
+    from manifold_vae.data.io import load_array
+    from manifold_vae.errors import ManifoldVAEError
+    from manifold_vae.training.config import FitConfig
+    from manifold_vae.training.fit import run_fit
+
+    x = torch.as_tensor(load_array(data)).float()
+    config = FitConfig(latent="S1", group_action=True, steps=200, log_every=20, checkpoint_every=100,
+                       validation_fraction=0.25, iwae_k=20, hidden=[32, 32], batch_size=64, threads=1)
+    quiet = dict(log=lambda s: None)
+    ref = run_fit(config, x, tmp_path / "ref", **quiet)
+
+    def stop_at_100(total, start):
+        def hook(step, row):
+            if step == 100:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return hook
+
+    with pytest.raises(ManifoldVAEError, match="interrupted at step 100"):
+        run_fit(config, x, tmp_path / "cut", progress_factory=stop_at_100, **quiet)
+    resumed = run_fit(config, x, tmp_path / "cut", resume=True, **quiet)
+    assert resumed["selected_step"] == ref["selected_step"]
+    assert resumed["validation_iwae"] == ref["validation_iwae"]
+    assert resumed["test_iwae"] == ref["test_iwae"]
+    a, b = params(tmp_path / "ref"), params(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_validation_fraction_is_refused(data, tmp_path, capsys):
+    assert fit(data, tmp_path / "v", "--steps", "10", "--set", "validation_fraction=1.5") == 2
+    assert "validation_fraction must be in [0, 1)" in capsys.readouterr().err

@@ -46,6 +46,10 @@ class FitConfig:
     kl_warmup: float = 0.2           # fraction of the steps over which the KL weight rises 0 -> 1
     grad_clip: float = 100.0         # max global gradient norm (0: off)
     seed: int = 0
+    # early stopping: hold out this fraction of the training rows (seeded by split_seed); at every
+    # logging step score the model on them (IWAE, K = validation_k) and keep the best state
+    validation_fraction: float = 0.0
+    validation_k: int = 16
     # data
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -64,7 +68,8 @@ class FitConfig:
     threads: int = 0                 # torch intra-op threads (0: leave torch's default)
 
     def validate(self) -> "FitConfig":
-        pos = ["steps", "batch_size", "iwae_k", "log_every", "checkpoint_every", "embed_steps"]
+        pos = ["steps", "batch_size", "iwae_k", "log_every", "checkpoint_every", "embed_steps",
+               "validation_k"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise UsageError(f"config: {name} must be a positive integer, got {getattr(self, name)}")
@@ -72,6 +77,9 @@ class FitConfig:
             raise UsageError(f"config: lr must be positive, got {self.lr}")
         if not 0 < self.test_fraction < 1:
             raise UsageError(f"config: test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0 <= self.validation_fraction < 1:
+            raise UsageError(f"config: validation_fraction must be in [0, 1) (0: no early stopping), "
+                             f"got {self.validation_fraction}")
         if not 0 <= self.kl_warmup < 1:
             raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
         if self.grad_clip < 0:

@@ -125,13 +125,25 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
             raise DataError(f"test data have {x_test.shape[1]} columns but training data have "
                             f"{x.shape[1]}")
         x_train, test_idx = x, None
+    x_val = None
+    if config.validation_fraction > 0:
+        try:
+            x_train, x_val, _, _ = train_test_split(x_train, config.validation_fraction,
+                                                    config.split_seed + 1)
+        except DataError:
+            raise DataError(f"data: {x_train.shape[0]} training rows are too few to hold out a "
+                            f"validation fraction of {config.validation_fraction}") from None
     if config.likelihood == "bernoulli":
-        for name, arr in (("training", x_train), ("test", x_test)):
+        for name, arr in (("training", x_train), ("test", x_test), ("validation", x_val)):
+            if arr is None:
+                continue
             if bool((arr < 0).any() or (arr > 1).any()):
                 raise DataError(f"a Bernoulli likelihood needs {name} data in [0, 1]; values range "
                                 f"over [{float(arr.min()):.3g}, {float(arr.max()):.3g}]")
         # one fixed binarization of the test set (seeded), so every model sees the same test data
         x_test = fixed_binarization(x_test, seed=config.split_seed)
+        if x_val is not None:
+            x_val = fixed_binarization(x_val, seed=config.split_seed + 1)
     if out is not None and main:
         if ckpt is None:
             check_run_dir(out, config, force=force)
@@ -157,7 +169,7 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
             bar(step, row)
 
     result = train(model, x_train, config, out, device=device, dist_info=dist_info, resume=ckpt,
-                   progress=on_log)
+                   progress=on_log, x_val=x_val)
     if bar is not None:
         bar(None, None)
     if not main:
@@ -178,6 +190,10 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
                "seconds_per_step": result["train_seconds"] / config.steps,
                "eval_seconds": eval_seconds, "steps": config.steps,
                "world_size": dist_info.world_size, "device": str(device)}
+    if result.get("selected"):
+        metrics.update({"n_validation": int(x_val.shape[0]),
+                        "selected_step": result["selected"]["step"],
+                        "validation_iwae": result["selected"]["validation_iwae"]})
     if result["history"]:
         last = result["history"][-1]
         metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"],

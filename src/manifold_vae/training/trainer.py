@@ -1,5 +1,10 @@
 """The training loop: deterministic, resumable, checkpointed, multi-process aware.
 
+Early stopping (``config.validation_fraction > 0``): at every logging step the model is scored on
+held-out validation rows by the IWAE bound with ``config.validation_k`` samples (fixed noise,
+drawn outside the training RNG stream), and the best state is kept — in memory and in every
+checkpoint — and restored at the end, so the final checkpoint holds the selected model.
+
 Determinism: the batch of step ``s`` is a pure function of ``(seed, s)`` (a per-epoch
 permutation), and the RNG state that drives the reparameterization noise is saved in every
 checkpoint, so a run killed and resumed reproduces an uninterrupted run bit for bit on CPU.
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ManifoldVAEError
+from ..evaluation.bounds import per_example_bounds
 from .checkpoint import atomic_torch_save
 from .config import FitConfig
 from .distributed import DistInfo, barrier, broadcast_flag
@@ -86,8 +92,20 @@ def _stop_on_signals():
             signal.signal(sig, h)
 
 
-def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "config": config.to_dict(),
+def validation_score(model: nn.Module, x_val: torch.Tensor, config: FitConfig) -> float:
+    """Mean IWAE bound (K = ``config.validation_k``) on the validation rows; the noise is seeded
+    and drawn in a forked RNG, so scoring neither perturbs training nor varies between calls."""
+    iwae = per_example_bounds(model, x_val, k=config.validation_k, generator_seed=config.seed)[1]
+    score = float(iwae.mean())
+    return score if math.isfinite(score) else -math.inf
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra, best) -> dict:
+    return {"best": best, "format": CHECKPOINT_FORMAT, "version": 1, "step": step, "config": config.to_dict(),
             "data_dim": data_dim, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -96,17 +114,24 @@ def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra) -> di
 
 def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: Path | None, *,
           device: torch.device, dist_info: DistInfo = DistInfo(), resume: dict | None = None,
-          extra: dict | None = None, progress: Callable | None = None) -> dict:
+          extra: dict | None = None, progress: Callable | None = None,
+          x_val: torch.Tensor | None = None) -> dict:
     """Optimize ``model`` on ``x_train`` for ``config.steps`` steps.
 
     Writes checkpoints and ``metrics.jsonl`` into ``run_dir`` (rank 0 only). ``resume`` is a
-    loaded checkpoint to continue from. Returns ``{"history": rows, "train_seconds": s}``.
+    loaded checkpoint to continue from. ``x_val``: validation rows for early stopping (the model
+    ends in the state with the best validation score). Returns ``{"history": rows,
+    "train_seconds": s, "selected": {"step", "validation_iwae"} or None}``.
     """
     extra = extra or {}
     opt, sched = make_optimizer(model, config)
     start, elapsed = 0, 0.0
+    best = None      # {"step", "validation_iwae", "model": state on the CPU}
     if resume is not None:
         try:
+            best = resume.get("best") if x_val is not None else None
+            if best is not None and not {"step", "validation_iwae", "model"} <= set(best):
+                raise KeyError("best")
             model.load_state_dict(resume["model"])
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["scheduler"])
@@ -129,6 +154,8 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
             model, device_ids=[device.index] if device.type == "cuda" else None)
     data_dim = x_train.shape[1]
     x_train = x_train.to(device)
+    if x_val is not None:
+        x_val = x_val.to(device)
     n = x_train.shape[0]
     global_batch = min(config.batch_size, n)
     if global_batch % dist_info.world_size:
@@ -152,7 +179,8 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
     def save(step):
         if writes:
             atomic_torch_save(_checkpoint(model, opt, sched, step, config, data_dim,
-                                          time.perf_counter() - t0, extra), run_dir / CHECKPOINT)
+                                          time.perf_counter() - t0, extra, best),
+                              run_dir / CHECKPOINT)
 
     with _stop_on_signals() as stop:
         for step in range(start, config.steps):
@@ -194,6 +222,11 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                        "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0,
                        "skipped_steps": skipped}
                 recent_skips = 0
+                if x_val is not None:
+                    row["validation_iwae"] = validation_score(model, x_val, config)
+                    if best is None or row["validation_iwae"] > best["validation_iwae"]:
+                        best = {"step": done, "validation_iwae": row["validation_iwae"],
+                                "model": _cpu_state(model)}
                 history.append(row)
                 if writes:
                     with open(log_path, "a") as fh:
@@ -201,6 +234,8 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 if tb is not None:
                     for key in ("loss", "elbo", "kl", "reconstruction", "lr", "kl_weight"):
                         tb.add_scalar(f"train/{key}", row[key], done)
+                    if "validation_iwae" in row:
+                        tb.add_scalar("validation/iwae", row["validation_iwae"], done)
                 if progress is not None:
                     progress(done, row)
                 sums.zero_()
@@ -219,9 +254,13 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
     seconds = time.perf_counter() - t0
     if tb is not None:
         tb.close()
+    if best is not None:      # the final checkpoint holds the selected model
+        model.load_state_dict(best["model"])
     save(config.steps)
     barrier(dist_info)
-    return {"history": history, "train_seconds": seconds}
+    selected = None if best is None else {"step": best["step"],
+                                          "validation_iwae": best["validation_iwae"]}
+    return {"history": history, "train_seconds": seconds, "selected": selected}
 
 
 def _tensorboard(run_dir: Path | None):
