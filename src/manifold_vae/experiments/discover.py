@@ -67,7 +67,7 @@ class Budget:
     steps: int
     iwae_k: int
     seeds: int
-    hidden: tuple[int, ...] = (256, 256)
+    hidden: tuple[int, ...] = (128, 128)
     batch_size: int = 512
     # early stopping on held-out training rows (see FitConfig.validation_fraction)
     validation_fraction: float = 0.1
@@ -166,7 +166,8 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
     if labels is not None:
         from ..training.runs import load_run
 
-        model = load_run(dirs[result["best"]][0])[0]
+        kept = next(r for r in result["ranking"] if r["latent"] == result["best"])
+        model = load_run(dirs[result["best"]][kept.get("selected_seed", 0)])[0]
         plot_latent_embedding(model, x_test, np.asarray(labels)[test_idx.numpy()],
                               out / "best_latent.png",
                               title=f"{result['best']}: test points on the latent manifold")
@@ -188,9 +189,9 @@ def _rank(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
         metrics = [json.loads((d / METRICS).read_text()) for d in dirs[spec]]
         per_seed = [torch.from_numpy(np.load(d / "test_per_example.npy"))[1] for d in dirs[spec]]
         val = [m.get("validation_iwae") for m in metrics]
-        if all(v is not None for v in val):
+        if any(v is not None for v in val):
             # restarts: keep the seed with the best validation score (the test rows stay unseen)
-            pick = int(np.argmax(val))
+            pick = int(np.argmax([-math.inf if v is None else v for v in val]))
             iwae, used = per_seed[pick], [metrics[pick]]
             selection = {"selected_seed": pick, "validation_iwae": val[pick],
                          "seed_test_iwae": [float(p.mean()) for p in per_seed]}
@@ -255,10 +256,11 @@ def report_markdown(res: dict) -> str:
                    f"**{res['best']}**, the one with the fewest latent dimensions.")
     b = res["budget"]
     lines = ["# Latent-topology discovery", "",
-             f"{res['n_train']} train / {res['n_test']} test rows; budget {b['name']} "
+             f"{res['n_train']} train (validation included) / {res['n_test']} test rows; budget {b['name']} "
              f"({b['steps']} steps, {'-'.join(map(str, b['hidden']))} MLPs, K={b['iwae_k']}, "
              f"{b['seeds']} seed(s)"
-             + (", the one with the best validation IWAE kept" if b["seeds"] > 1 else "")
+             + ((", the one with the best validation IWAE kept" if b.get("validation_fraction")
+                 else ", averaged") if b["seeds"] > 1 else "")
              + (f"; early stopping on {b['validation_fraction']:g} of the training rows"
                 if b.get("validation_fraction") else "") + f"). Verdict: {verdict}", "",
              "| rank | latent | dim | model | test IWAE | test ELBO | lead of the top (paired) | train s |",

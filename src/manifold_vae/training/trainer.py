@@ -223,10 +223,10 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                        "skipped_steps": skipped}
                 recent_skips = 0
                 if x_val is not None:
-                    row["validation_iwae"] = validation_score(model, x_val, config)
-                    if best is None or row["validation_iwae"] > best["validation_iwae"]:
-                        best = {"step": done, "validation_iwae": row["validation_iwae"],
-                                "model": _cpu_state(model)}
+                    score = validation_score(model, x_val, config)
+                    row["validation_iwae"] = score if math.isfinite(score) else None  # JSON null
+                    if math.isfinite(score) and (best is None or score > best["validation_iwae"]):
+                        best = {"step": done, "validation_iwae": score, "model": _cpu_state(model)}
                 history.append(row)
                 if writes:
                     with open(log_path, "a") as fh:
@@ -234,7 +234,7 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 if tb is not None:
                     for key in ("loss", "elbo", "kl", "reconstruction", "lr", "kl_weight"):
                         tb.add_scalar(f"train/{key}", row[key], done)
-                    if "validation_iwae" in row:
+                    if row.get("validation_iwae") is not None:
                         tb.add_scalar("validation/iwae", row["validation_iwae"], done)
                 if progress is not None:
                     progress(done, row)
