@@ -92,12 +92,13 @@ def _stop_on_signals():
             signal.signal(sig, h)
 
 
-def validation_score(model: nn.Module, x_val: torch.Tensor, config: FitConfig) -> float:
-    """Mean IWAE bound (K = ``config.validation_k``) on the validation rows; the noise is seeded
-    and drawn in a forked RNG, so scoring neither perturbs training nor varies between calls."""
+def validation_score(model: nn.Module, x_val: torch.Tensor, config: FitConfig) -> float | None:
+    """Mean IWAE bound (K = ``config.validation_k``) on the validation rows, ``None`` when not
+    finite; the noise is seeded and drawn in a forked RNG, so scoring neither perturbs training
+    nor varies between calls."""
     iwae = per_example_bounds(model, x_val, k=config.validation_k, generator_seed=config.seed)[1]
     score = float(iwae.mean())
-    return score if math.isfinite(score) else -math.inf
+    return score if math.isfinite(score) else None
 
 
 def _cpu_state(model: nn.Module) -> dict:
@@ -223,9 +224,8 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                        "skipped_steps": skipped}
                 recent_skips = 0
                 if x_val is not None:
-                    score = validation_score(model, x_val, config)
-                    row["validation_iwae"] = score if math.isfinite(score) else None  # JSON null
-                    if math.isfinite(score) and (best is None or score > best["validation_iwae"]):
+                    score = row["validation_iwae"] = validation_score(model, x_val, config)
+                    if score is not None and (best is None or score > best["validation_iwae"]):
                         best = {"step": done, "validation_iwae": score, "model": _cpu_state(model)}
                 history.append(row)
                 if writes:
