@@ -274,3 +274,9 @@ def test_early_stopping_survives_an_interruption(data, tmp_path):
 def test_bad_validation_fraction_is_refused(data, tmp_path, capsys):
     assert fit(data, tmp_path / "v", "--steps", "10", "--set", "validation_fraction=1.5") == 2
     assert "validation_fraction must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_a_validation_fraction_that_leaves_no_training_rows_is_refused(data, tmp_path, capsys):
+    assert fit(data, tmp_path / "v", "--steps", "10", "--set", "validation_fraction=0.999") == 1
+    err = capsys.readouterr().err
+    assert "too few to hold out a validation fraction of 0.999" in err and err.count("\n") == 1
