@@ -280,3 +280,62 @@ def test_a_validation_fraction_that_leaves_no_training_rows_is_refused(data, tmp
     assert fit(data, tmp_path / "v", "--steps", "10", "--set", "validation_fraction=0.999") == 1
     err = capsys.readouterr().err
     assert "too few to hold out a validation fraction of 0.999" in err and err.count("\n") == 1
+
+
+def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tmp_path, monkeypatch):
+    """Three restarts trained for the first 20% of the schedule: the one with the best validation
+    IWAE there is finished; restart 1 is the plain run; a run stopped inside the restart phase
+    and resumed equals an uninterrupted one bit for bit."""
+    from manifold_vae.data.io import load_array
+    from manifold_vae.errors import ManifoldVAEError
+    from manifold_vae.training import trainer
+    from manifold_vae.training.config import FitConfig
+    from manifold_vae.training.fit import run_fit
+
+    x = torch.as_tensor(load_array(data)).float()
+    config = FitConfig(latent="S1", group_action=True, steps=200, log_every=20, checkpoint_every=100,
+                       validation_fraction=0.25, restarts=3, restart_fraction=0.2, iwae_k=20,
+                       hidden=[32, 32], batch_size=64, threads=1)
+    quiet = dict(log=lambda s: None)
+    ref = run_fit(config, x, tmp_path / "ref", **quiet)
+    scores = [r["validation_iwae"] for r in ref["restarts"]]
+    assert [r["restart"] for r in ref["restarts"]] == [0, 1, 2]
+    assert len(set(scores)) == 3                      # three different initializations
+    assert ref["selected_restart"] == int(np.argmax(scores))
+    read = lambda p: [json.loads(l) for l in p.read_text().splitlines()]
+    chosen = read(tmp_path / "ref" / "restarts" / f"restart{ref['selected_restart']}" / "metrics.jsonl")
+    assert [r["step"] for r in chosen] == [20, 40]
+    assert read(tmp_path / "ref" / "metrics.jsonl")[:2] == chosen    # the run's log goes on from it
+    assert not list((tmp_path / "ref" / "restarts").glob("*/checkpoint.pt"))   # spent, removed
+    # restart 0 is the run without restarts: same first steps
+    plain = run_fit(FitConfig(**{**config.to_dict(), "restarts": 1}), x, tmp_path / "plain", **quiet)
+    first = read(tmp_path / "ref" / "restarts" / "restart0" / "metrics.jsonl")
+    assert [r["elbo"] for r in first] == [r["elbo"] for r in plain["_history"][:2]]
+
+    calls = {"n": 0}
+    score = trainer.validation_score
+
+    def stop_in_restart_2(*a, **k):        # 3rd scoring: step 20 of restart 2
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return score(*a, **k)
+
+    monkeypatch.setattr(trainer, "validation_score", stop_in_restart_2)
+    with pytest.raises(ManifoldVAEError, match=r"interrupted in restart 2/3; continue with: "
+                                               r"manifold-vae fit --resume"):
+        run_fit(config, x, tmp_path / "cut", **quiet)
+    monkeypatch.undo()
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert main(["fit", "--data", str(data), "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    resumed = metrics(tmp_path / "cut")
+    assert resumed["selected_restart"] == ref["selected_restart"]
+    assert [r["validation_iwae"] for r in resumed["restarts"]] == scores
+    assert resumed["test_iwae"] == ref["test_iwae"]
+    a, b = params(tmp_path / "ref"), params(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_restarts_without_a_validation_fraction_are_refused(data, tmp_path, capsys):
+    assert fit(data, tmp_path / "r", "--steps", "10", "--set", "restarts=3") == 2
+    assert "restarts > 1 choose by the validation score" in capsys.readouterr().err

@@ -247,7 +247,7 @@ def cmd_fit(args) -> int:
     from .progress import training_bar, want_progress
     from .training.config import FitConfig, config_from
     from .training.fit import run_fit
-    from .training.runs import load_checkpoint
+    from .training.runs import resumable_config
 
     from .data.images import is_image_dataset
 
@@ -260,7 +260,7 @@ def cmd_fit(args) -> int:
         x, x_test, base = _image_fit_data(args.data)
     if args.resume:
         out = Path(args.resume)
-        base = load_checkpoint(out)["config"]
+        base = resumable_config(out)
     config = config_from(FitConfig, base=base, file=args.config, overrides=args.set,
                          latent=args.latent, embedding=args.embedding,
                          group_action=args.group_action, steps=args.steps, seed=args.seed,

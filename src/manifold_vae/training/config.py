@@ -50,6 +50,12 @@ class FitConfig:
     # logging step score the model on them (IWAE, K = validation_k) and keep the best state
     validation_fraction: float = 0.0
     validation_k: int = 16
+    # restarts (need a validation fraction): train this many initializations (seeds seed,
+    # seed + 1 stream, ...) for the first restart_fraction of the schedule, keep the one with the
+    # best validation IWAE there and finish only it: a guard against bad basins (e.g. an
+    # encoder map of SO(3) that folds) at a fraction of the cost of whole runs
+    restarts: int = 1
+    restart_fraction: float = 0.15
     # data
     test_fraction: float = 0.1
     split_seed: int = 0
@@ -80,6 +86,13 @@ class FitConfig:
         if not 0 <= self.validation_fraction < 1:
             raise UsageError(f"config: validation_fraction must be in [0, 1) (0: no early stopping), "
                              f"got {self.validation_fraction}")
+        if self.restarts < 1:
+            raise UsageError(f"config: restarts must be a positive integer, got {self.restarts}")
+        if not 0 < self.restart_fraction < 1:
+            raise UsageError(f"config: restart_fraction must be in (0, 1), got {self.restart_fraction}")
+        if self.restarts > 1 and self.validation_fraction <= 0:
+            raise UsageError("config: restarts > 1 choose by the validation score; set "
+                             "validation_fraction > 0 (e.g. 0.05)")
         if not 0 <= self.kl_warmup < 1:
             raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
         if self.grad_clip < 0:
@@ -112,6 +125,10 @@ class FitConfig:
         if self.threads < 0:
             raise UsageError(f"config: threads must be >= 0, got {self.threads}")
         return self
+
+    def restart_steps(self) -> int:
+        """Steps each restart trains before the choice: ``restart_fraction`` of the schedule."""
+        return max(1, min(self.steps - 1, round(self.restart_fraction * self.steps)))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

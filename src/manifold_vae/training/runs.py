@@ -29,6 +29,7 @@ CONFIG = "config.json"
 METRICS_LOG = "metrics.jsonl"
 METRICS = "metrics.json"
 CHECKPOINT_FORMAT = "manifold-vae/run"
+RESTARTS = "restarts"          # a run's restart phase: RESTARTS/restart<r>/ (checkpoint, metrics.jsonl)
 
 
 def write_json(path: Path, obj) -> None:
@@ -122,6 +123,19 @@ def load_checkpoint(run_dir: str | os.PathLike) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{run_dir / CHECKPOINT}: not a manifold-vae checkpoint")
     return ckpt
+
+
+def resumable_config(run_dir: str | os.PathLike) -> dict:
+    """The config of the run to continue in ``run_dir``: its checkpoint's, or — interrupted in
+    its restart phase, before the top-level checkpoint exists — its ``config.json``'s."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file() and (run_dir / RESTARTS).is_dir():
+        try:
+            return json.loads((run_dir / CONFIG).read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise CheckpointError(f"{run_dir}: interrupted in its restart phase but "
+                                  f"{CONFIG} is missing or unreadable") from None
+    return load_checkpoint(run_dir)["config"]
 
 
 def model_from_checkpoint(ckpt: dict, *, where: str = "checkpoint") -> tuple[VAE, FitConfig]:

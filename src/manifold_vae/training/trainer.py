@@ -105,8 +105,16 @@ def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra, best) -> dict:
-    return {"best": best, "format": CHECKPOINT_FORMAT, "version": 1, "step": step, "config": config.to_dict(),
+RESTART_STRIDE = 100_003   # restart r draws its initialization, batches and noise from seed + r·stride
+
+
+def stream_seed(config: FitConfig, restart: int = 0) -> int:
+    """The seed of restart ``restart``'s random streams (restart 0: ``config.seed`` itself)."""
+    return config.seed + RESTART_STRIDE * int(restart)
+
+
+def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra, best, restart) -> dict:
+    return {"restart": restart, "best": best, "format": CHECKPOINT_FORMAT, "version": 1, "step": step, "config": config.to_dict(),
             "data_dim": data_dim, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -116,13 +124,19 @@ def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra, best)
 def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: Path | None, *,
           device: torch.device, dist_info: DistInfo = DistInfo(), resume: dict | None = None,
           extra: dict | None = None, progress: Callable | None = None,
-          x_val: torch.Tensor | None = None) -> dict:
+          x_val: torch.Tensor | None = None, restart: int = 0,
+          stop_at: int | None = None) -> dict:
     """Optimize ``model`` on ``x_train`` for ``config.steps`` steps.
 
     Writes checkpoints and ``metrics.jsonl`` into ``run_dir`` (rank 0 only). ``resume`` is a
     loaded checkpoint to continue from. ``x_val``: validation rows for early stopping (the model
     ends in the state with the best validation score). Returns ``{"history": rows,
     "train_seconds": s, "selected": {"step", "validation_iwae"} or None}``.
+
+    ``restart``: which of the config's restarts this is (its random streams, see
+    :func:`stream_seed`; a resumed checkpoint's own value wins). ``stop_at``: stop after this
+    step of the schedule, write a checkpoint and return it as ``"checkpoint"`` (the restart
+    phase; the best state is not restored).
     """
     extra = extra or {}
     opt, sched = make_optimizer(model, config)
@@ -137,17 +151,20 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["scheduler"])
             start, elapsed = int(resume["step"]), float(resume["elapsed"])
+            restart = int(resume.get("restart", 0))
         except (KeyError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint does not match the requested model "
                                   f"({str(err).splitlines()[0][:200]})") from None
         if dist_info.is_main:
             torch.set_rng_state(resume["rng_cpu"])
         else:
-            torch.manual_seed(config.seed * 1009 + dist_info.rank * 7 + start)
+            torch.manual_seed(stream_seed(config, restart) * 1009 + dist_info.rank * 7 + start)
         if device.type == "cuda" and resume.get("rng_cuda"):
             torch.cuda.set_rng_state_all(resume["rng_cuda"])
     else:
-        torch.manual_seed(config.seed * 1009 + dist_info.rank * 7)
+        torch.manual_seed(stream_seed(config, restart) * 1009 + dist_info.rank * 7)
+    seed = stream_seed(config, restart)
+    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
 
     net = model
     if dist_info.enabled:
@@ -178,14 +195,15 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
     model.train()
 
     def save(step):
+        ckpt = _checkpoint(model, opt, sched, step, config, data_dim, time.perf_counter() - t0,
+                           extra, best, restart)
         if writes:
-            atomic_torch_save(_checkpoint(model, opt, sched, step, config, data_dim,
-                                          time.perf_counter() - t0, extra, best),
-                              run_dir / CHECKPOINT)
+            atomic_torch_save(ckpt, run_dir / CHECKPOINT)
+        return ckpt
 
     with _stop_on_signals() as stop:
-        for step in range(start, config.steps):
-            idx = batch_indices(step, n, global_batch, config.seed)
+        for step in range(start, end):
+            idx = batch_indices(step, n, global_batch, seed)
             idx = idx[dist_info.rank::dist_info.world_size]
             beta = kl_weight(step, config)
             with autocast:
@@ -213,7 +231,7 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                 sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
                                      out["reconstruction"]]).double().cpu()
                 count += 1
-            if done % config.log_every == 0 or done == config.steps:
+            if done % config.log_every == 0 or done == end:
                 avg = (sums / max(count, 1)).tolist()
                 if count == 0 or not all(math.isfinite(v) for v in avg):
                     raise ManifoldVAEError(f"training diverged: non-finite loss at step {done} "
@@ -240,7 +258,7 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
                     progress(done, row)
                 sums.zero_()
                 count = 0
-            if done % config.checkpoint_every == 0 and done != config.steps:
+            if done % config.checkpoint_every == 0 and done != end:
                 save(done)
             # one process alone must never stop: with several, decide together at logging steps
             stopping = stop["signal"] is not None
@@ -254,6 +272,10 @@ def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: P
     seconds = time.perf_counter() - t0
     if tb is not None:
         tb.close()
+    if end < config.steps:    # a restart's first stretch: hand back the state to continue from
+        ckpt = save(end)
+        barrier(dist_info)
+        return {"history": history, "train_seconds": seconds, "selected": None, "checkpoint": ckpt}
     if best is not None:      # the final checkpoint holds the selected model
         model.load_state_dict(best["model"])
     save(config.steps)
