@@ -30,6 +30,7 @@ import torch
 from ..data import ManifoldBenchmark
 from ..evaluation import true_log_likelihood
 from ..manifolds import parse_latent
+from ..training.config import FitConfig
 from ..training.runs import write_json
 from .figures import plot_grouped_bars
 from .reproduce import TrainingSettings, _load_finished, _mean_std, run_jobs, seed_statistics
@@ -44,8 +45,7 @@ class ManifoldSuiteSettings(TrainingSettings):
     # manifolds whose decoders need longer to reach the noise level (every row of that manifold
     # gets the same): at 4000 steps the T2 decoders' residual variance still exceeded σ² by
     # ~3% (≈1.4 nats of the 1.6-nat gap); 12000 steps brought one T2 run from 1.70 to 0.36.
-    # (SO3 is not listed: one 12000-step SO3 run still had a heavy tail of badly fitted test
-    # points, gap 4.0 — longer training is not what it lacks.)
+    # SO3 needs them too once it has more rows and restarts (below): one seed 1.27 -> 0.81.
     steps_by_latent: dict[str, int] = field(default_factory=lambda: {"T2": 12000, "SO3": 12000})
     # SO3 (3-dimensional: its decoder is learned from sparser samples) overfits 20000 rows: one
     # seed's train/test ELBO gap was 1.27 nats at 4000 steps, 0.39 on 80000 rows (gap to the
@@ -231,7 +231,8 @@ def _per_manifold_data(s: dict) -> str:
         r = s.get("restarts_by_latent", {}).get(spec, 1)
         bits = ([f"{n} training rows"] if n and n != s["n_train"] else []) + (
             [f"{r} restarts, the best by validation IWAE on {s['restart_validation_fraction']:.1%} "
-             f"of the training rows after the first 15% of the steps (FitConfig.restarts; that "
+             f"of the training rows after the first {FitConfig().restart_fraction:.0%} of the steps "
+             f"(FitConfig.restarts; that "
              f"held-out part also early-stops)"] if r > 1 else [])
         if bits:
             parts.append(f"{spec}: " + "; ".join(bits))
