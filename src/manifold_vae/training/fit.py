@@ -185,7 +185,8 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
 
         if config.restarts > 1:
             model, ckpt = _restart_phase(config, build, x_train, x_val, out, device, dist_info,
-                                         log if main else _mute)
+                                         log if main else _mute,
+                                         progress_factory if main else None)
     restart_info = ckpt.get("restarts") if ckpt is not None else None
     model.to(device)
     bar = progress_factory(config.steps, ckpt["step"] if ckpt else 0) if (progress_factory and main) else None
@@ -250,7 +251,8 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
 
 
 def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x_train, x_val,
-                   out: Path | None, device, dist_info: DistInfo, log) -> tuple:
+                   out: Path | None, device, dist_info: DistInfo, log,
+                   progress_factory: Callable | None = None) -> tuple:
     """Train ``config.restarts`` initializations for ``config.restart_steps()`` steps each (into
     ``out/restarts/restart<r>``; finished ones are reused, an interrupted one resumed), score each
     on the validation rows and return ``(model, checkpoint)`` of the best, to be continued.
@@ -279,12 +281,18 @@ def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x
         else:
             if rdir is not None and dist_info.is_main:
                 rdir.mkdir(parents=True, exist_ok=True)
+            bar = (progress_factory(k_steps, int(saved["step"]) if saved is not None else 0)
+                   if progress_factory is not None else None)
             try:
                 res = train(model, x_train, config, rdir, device=device, dist_info=dist_info,
-                            resume=saved, x_val=x_val, restart=r, stop_at=k_steps)
+                            resume=saved, x_val=x_val, restart=r, stop_at=k_steps,
+                            progress=bar)
             except Interrupted:
                 raise Interrupted(f"interrupted in restart {r + 1}/{config.restarts}; continue "
                                   f"with: manifold-vae fit --resume {out}") from None
+            finally:
+                if bar is not None:
+                    bar(None, None)
             ckpt, history, seconds = res["checkpoint"], res["history"], res["train_seconds"]
         score = validation_score(model, x_val.to(device), config)
         infos.append({"restart": r, "validation_iwae": score, "seconds": seconds})
