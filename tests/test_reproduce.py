@@ -102,3 +102,39 @@ def test_digit_peers_table_runs_every_row_and_reuses_finished_runs(tmp_path):
     logs = []
     reproduce_digit_peers(settings, tmp_path, log=logs.append)
     assert sum("reusing finished run" in m for m in logs) == len(rows) * settings.seeds
+
+
+def test_a_suite_run_cut_short_is_resumed_not_retrained(tmp_path, monkeypatch):
+    """A suite killed mid-run: the worker finds the run's checkpoint and continues it, and the
+    result equals an uninterrupted run bit for bit (restarts included)."""
+    import os
+    import signal
+
+    from manifold_vae.data import ManifoldBenchmark
+    from manifold_vae.errors import ManifoldVAEError
+    from manifold_vae.experiments.reproduce import _train_job
+    from manifold_vae.training import trainer
+    from manifold_vae.training.config import FitConfig
+
+    cfg = FitConfig(latent="S1", group_action=True, steps=120, log_every=20, checkpoint_every=40,
+                    validation_fraction=0.2, restarts=2, restart_fraction=0.25, iwae_k=8,
+                    hidden=[16], batch_size=64, threads=1).to_dict()
+    data = (ManifoldBenchmark("S1", dim=8, noise=0.1, seed=0).to_dict(), 400, 64)
+    _train_job((cfg, str(tmp_path / "ref"), data))
+    weight = trainer.kl_weight
+
+    def stop_at_step_90(step, config):
+        if step == 89:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return weight(step, config)
+
+    monkeypatch.setattr(trainer, "kl_weight", stop_at_step_90)
+    with pytest.raises(ManifoldVAEError, match="interrupted at step 90/120"):
+        _train_job((cfg, str(tmp_path / "cut"), data))
+    monkeypatch.undo()
+    seen = []
+    monkeypatch.setattr(trainer, "kl_weight", lambda step, config: seen.append(step) or weight(step, config))
+    _train_job((cfg, str(tmp_path / "cut"), data))
+    assert seen[0] == 90        # continued from the checkpoint written at the stop, not from 0
+    ref, cut = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ref", "cut"))
+    assert cut["test_iwae"] == ref["test_iwae"] and cut["selected_restart"] == ref["selected_restart"]

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 
 from ..data import ManifoldBenchmark
-from ..errors import ManifoldVAEError
+from ..errors import CheckpointError, ManifoldVAEError
 from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding, save_embedding
 from ..evaluation import true_log_likelihood
 from ..manifolds import circle_angle
 from ..training.config import FitConfig
 from ..training.fit import run_fit
-from ..training.runs import METRICS, load_run, write_json
+from ..training.runs import CHECKPOINT, METRICS, RESTARTS, load_run, write_json
 from .figures import plot_curves, plot_embedding, plot_latents
 
 
@@ -272,7 +272,8 @@ def _train_job(job):
     """Train one model into its run directory; runs in a worker process.
 
     The data: ``(benchmark dict, n_train, n_test)`` (regenerated here, deterministically), or the
-    path of an ``.npz`` file holding ``x_train`` and ``x_test``."""
+    path of an ``.npz`` file holding ``x_train`` and ``x_test``. A run of the same config that
+    was cut short (its checkpoint written, no ``metrics.json``) is resumed, not restarted."""
     cfg_dict, run_dir, data = job
     if _orphaned():
         os._exit(1)
@@ -284,9 +285,24 @@ def _train_job(job):
         bench_dict, n_train, n_test = data
         x, _ = ManifoldBenchmark(**bench_dict).sample(n_train + n_test)
         x_train, x_test = x[:n_train], x[n_train:]
-    run_fit(FitConfig(**cfg_dict), x_train, Path(run_dir), x_test=x_test, force=True,
-            log=lambda m: None)
-    return run_dir
+    config, run_dir = FitConfig(**cfg_dict), Path(run_dir)
+    quiet = lambda m: None
+    if _interrupted_run_of(run_dir, config):
+        # a run of this config cut short (a killed suite): continue it from its checkpoint
+        try:
+            run_fit(config, x_train, run_dir, x_test=x_test, resume=True, log=quiet)
+            return str(run_dir)
+        except CheckpointError:
+            pass              # unreadable or mismatched checkpoint: train afresh below
+    run_fit(config, x_train, run_dir, x_test=x_test, force=True, log=quiet)
+    return str(run_dir)
+
+
+def _interrupted_run_of(run_dir: Path, config: FitConfig) -> bool:
+    """Whether ``run_dir`` holds an unfinished run of ``config`` that can be resumed."""
+    started = (run_dir / CHECKPOINT).is_file() or (run_dir / RESTARTS).is_dir()
+    return (started and not (run_dir / METRICS).is_file()
+            and _saved_config(run_dir) == config.to_dict())
 
 
 def _job_bar(total: int, enabled: bool):
