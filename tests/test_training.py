@@ -37,6 +37,14 @@ def params(out):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def assert_same_weights(run_a, run_b):
+    """The two runs' saved models are equal bit for bit (CPU)."""
+    a, b = params(run_a), params(run_b)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_same_seed_same_metrics(data, tmp_path):
     assert fit(data, tmp_path / "a", "--group-action", "--steps", "40") == 0
     assert fit(data, tmp_path / "b", "--group-action", "--steps", "40") == 0
@@ -68,10 +76,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data, tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] % every == 0 and 0 < ckpt["step"] < steps
     assert main(["fit", "--resume", str(out), "--data", str(data), "--quiet"]) == 0
-    a, b = params(ref), params(out)
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k  # bit for bit on CPU
+    assert_same_weights(ref, out)
     ma, mb = metrics(ref), metrics(out)
     assert ma["test_iwae"] == mb["test_iwae"] and ma["test_elbo"] == mb["test_elbo"]
     rows = [json.loads(l)["step"] for l in (out / "metrics.jsonl").read_text().splitlines()]
@@ -267,8 +272,7 @@ def test_early_stopping_survives_an_interruption(data, tmp_path):
     assert resumed["selected_step"] == ref["selected_step"]
     assert resumed["validation_iwae"] == ref["validation_iwae"]
     assert resumed["test_iwae"] == ref["test_iwae"]
-    a, b = params(tmp_path / "ref"), params(tmp_path / "cut")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "ref", tmp_path / "cut")
 
 
 def test_bad_validation_fraction_is_refused(data, tmp_path, capsys):
@@ -332,8 +336,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
     assert resumed["selected_restart"] == ref["selected_restart"]
     assert [r["validation_iwae"] for r in resumed["restarts"]] == scores
     assert resumed["test_iwae"] == ref["test_iwae"]
-    a, b = params(tmp_path / "ref"), params(tmp_path / "cut")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_weights(tmp_path / "ref", tmp_path / "cut")
 
 
 def test_restarts_without_a_validation_fraction_are_refused(data, tmp_path, capsys):

@@ -294,7 +294,10 @@ def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x
                 if bar is not None:
                     bar(None, None)
             ckpt, history, seconds = res["checkpoint"], res["history"], res["train_seconds"]
-        score = validation_score(model, x_val.to(device), config)
+        # the trainer scored the restart at its last step; score again only if that row is lost
+        last = history[-1] if history else {}
+        score = (last.get("validation_iwae") if last.get("step") == k_steps
+                 else validation_score(model, x_val.to(device), config))
         infos.append({"restart": r, "validation_iwae": score, "seconds": seconds})
         log(f"restart {r + 1}/{config.restarts}: validation IWAE "
             f"{'non-finite' if score is None else f'{score:.3f}'} after {k_steps} steps")
