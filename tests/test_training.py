@@ -342,3 +342,13 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
 def test_restarts_without_a_validation_fraction_are_refused(data, tmp_path, capsys):
     assert fit(data, tmp_path / "r", "--steps", "10", "--set", "restarts=3") == 2
     assert "restarts > 1 choose by the validation score" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("restarts=0", "restarts must be a positive integer, got 0"),
+    ("restart_fraction=1.0", "restart_fraction must be in (0, 1), got 1.0"),
+])
+def test_bad_restart_settings_are_refused(data, tmp_path, capsys, setting, message):
+    assert fit(data, tmp_path / "r", "--steps", "10", "--set", "validation_fraction=0.2",
+               "--set", setting) == 2
+    assert message in capsys.readouterr().err
