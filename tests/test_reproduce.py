@@ -138,3 +138,40 @@ def test_a_suite_run_cut_short_is_resumed_not_retrained(tmp_path, monkeypatch):
     assert seen[0] == 90        # continued from the checkpoint written at the stop, not from 0
     ref, cut = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ref", "cut"))
     assert cut["test_iwae"] == ref["test_iwae"] and cut["selected_restart"] == ref["selected_restart"]
+
+
+def test_a_finished_run_is_reused_only_for_the_same_data(tmp_path):
+    """Suite runs are keyed on their data as well as their config: the same benchmark and sizes,
+    or the same arrays in an .npz file (even saved again), reuse a finished run; other rows
+    (a new n_train, another file in the same place, as `discover` writes) retrain it."""
+    import numpy as np
+
+    from manifold_vae.data import ManifoldBenchmark
+    from manifold_vae.experiments.reproduce import run_jobs
+    from manifold_vae.training.config import FitConfig
+
+    cfg = FitConfig(latent="S1", steps=10, hidden=[16], batch_size=64, iwae_k=4, threads=1)
+    bench = ManifoldBenchmark("S1", dim=8, noise=0.1, seed=0).to_dict()
+
+    def go(data, run):
+        logs = []
+        run_jobs([("job", cfg, tmp_path / run, data)], 1, tmp_path, force=False, progress=False,
+                 log=logs.append)
+        return " ".join(logs), json.loads((tmp_path / run / "metrics.json").read_text())
+
+    _, first = go((bench, 300, 32), "bench")
+    logs, again = go((bench, 300, 32), "bench")
+    assert "reusing finished run" in logs and again == first
+    logs, other = go((bench, 200, 32), "bench")
+    assert "trained on other data" in logs and other["n_train"] < first["n_train"]
+
+    x, _ = ManifoldBenchmark(**bench).sample(332)
+    split = tmp_path / "split.npz"
+    np.savez(split, x_train=x[:300].numpy(), x_test=x[300:].numpy())
+    _, first = go(str(split), "file")
+    np.savez(split, x_train=x[:300].numpy(), x_test=x[300:].numpy())
+    logs, _ = go(str(split), "file")
+    assert "reusing finished run" in logs
+    np.savez(split, x_train=x[32:].numpy(), x_test=x[:32].numpy())
+    logs, other = go(str(split), "file")
+    assert "trained on other data" in logs and other["test_iwae"] != first["test_iwae"]

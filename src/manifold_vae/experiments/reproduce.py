@@ -16,6 +16,7 @@ Finished runs are kept in ``DIR/runs`` and reused when the command is run again.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing
@@ -169,8 +170,9 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
     """Train ``jobs`` = ``[(label, FitConfig, run_dir, data)]`` (data: see :func:`_train_job`), after
     the learned ``embeddings`` = ``[(EmbedConfig, path)]`` their configs name (``embedding=path``).
 
-    A run directory holding finished metrics of the same config is reused, and so is a trained
-    embedding of the same config (unless ``force``). Everything runs in ``workers`` spawned
+    A run directory holding finished metrics of the same config trained on the same data (see
+    :func:`data_key`) is reused, and so is a trained embedding of the same config (unless
+    ``force``). Everything runs in ``workers`` spawned
     processes (0: one per core, at most 4) of one thread each — small MLPs use cores better as
     independent processes than as threads; embeddings start first, runs that need one are
     queued when it is done, the others fill the remaining workers meanwhile.
@@ -178,14 +180,20 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
     workers = workers if workers > 0 else max(1, min(4, os.cpu_count() or 1))
     emb_todo = [(cfg, str(path)) for cfg, path in embeddings if embedding_needed(cfg, Path(path), force)]
     pending = {path for _, path in emb_todo}
-    todo = []
+    todo, keys = [], {}
     for label, cfg, run_dir, data_args in jobs:
         cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // workers))
+        cache = data_args if isinstance(data_args, str) else json.dumps(data_args, sort_keys=True)
+        key = keys[cache] = keys[cache] if cache in keys else data_key(data_args)
         if (run_dir / METRICS).is_file() and not force and cfg.embedding not in pending:
             if _saved_config(run_dir) == cfg.to_dict():
-                log(f"{label}: reusing finished run in {run_dir}")
-                continue
-        todo.append((cfg.to_dict(), str(run_dir), data_args))
+                saved = _saved_data_key(run_dir)
+                if saved == key:
+                    log(f"{label}: reusing finished run in {run_dir}")
+                    continue
+                why = "other data" if saved else "data it did not record (an older version)"
+                log(f"{label}: retraining the run in {run_dir}: it was trained on {why}")
+        todo.append((cfg.to_dict(), str(run_dir), data_args, key))
     if not todo and not emb_todo:
         return
     for cfg, path in emb_todo:
@@ -268,13 +276,43 @@ def _saved_config(run_dir: Path) -> dict | None:
         return None
 
 
+def data_key(data) -> dict:
+    """What identifies a suite job's rows, saved with the run (``config.json``, key ``data``) so
+    that a finished run is reused only for the same data: a benchmark's generator and sizes
+    (the rows are regenerated from them deterministically), or the SHA-256 of an ``.npz`` file's
+    ``x_train`` and ``x_test`` arrays (dtype, shape and bytes; not of the file, whose zip
+    headers carry a time stamp)."""
+    if isinstance(data, str):
+        digest = hashlib.sha256()
+        with np.load(data) as arrays:
+            for name in ("x_train", "x_test"):
+                a = np.ascontiguousarray(arrays[name])
+                digest.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+                digest.update(a.tobytes())
+        return {"rows_sha256": digest.hexdigest()}
+    bench, n_train, n_test = data
+    # through JSON, as it is saved: tuples become lists
+    return json.loads(json.dumps({"benchmark": bench, "n_train": n_train, "n_test": n_test}))
+
+
+def _saved_data_key(run_dir: Path) -> dict | None:
+    """The data key a run was trained with (:func:`data_key`); ``None`` if not recorded."""
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("data") or None
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
 def _train_job(job):
     """Train one model into its run directory; runs in a worker process.
 
-    The data: ``(benchmark dict, n_train, n_test)`` (regenerated here, deterministically), or the
-    path of an ``.npz`` file holding ``x_train`` and ``x_test``. A run of the same config that
-    was cut short (its checkpoint written, no ``metrics.json``) is resumed, not restarted."""
-    cfg_dict, run_dir, data = job
+    ``job = (config dict, run dir, data[, data key])``. The data: ``(benchmark dict, n_train,
+    n_test)`` (regenerated here, deterministically), or the path of an ``.npz`` file holding
+    ``x_train`` and ``x_test``; the key (:func:`data_key`, computed here if not given) is saved
+    with the run. A run of the same config and data that was cut short (its checkpoint written,
+    no ``metrics.json``) is resumed, not restarted."""
+    cfg_dict, run_dir, data, *given = job
+    key = given[0] if given else data_key(data)
     if _orphaned():
         os._exit(1)
     if isinstance(data, str):
@@ -287,22 +325,23 @@ def _train_job(job):
         x_train, x_test = x[:n_train], x[n_train:]
     config, run_dir = FitConfig(**cfg_dict), Path(run_dir)
     quiet = lambda m: None
-    if _interrupted_run_of(run_dir, config):
+    if _interrupted_run_of(run_dir, config, key):
         # a run of this config cut short (a killed suite): continue it from its checkpoint
         try:
-            run_fit(config, x_train, run_dir, x_test=x_test, resume=True, log=quiet)
+            run_fit(config, x_train, run_dir, x_test=x_test, resume=True, log=quiet, data_info=key)
             return str(run_dir)
         except CheckpointError:
             pass              # unreadable or mismatched checkpoint: train afresh below
-    run_fit(config, x_train, run_dir, x_test=x_test, force=True, log=quiet)
+    run_fit(config, x_train, run_dir, x_test=x_test, force=True, log=quiet, data_info=key)
     return str(run_dir)
 
 
-def _interrupted_run_of(run_dir: Path, config: FitConfig) -> bool:
-    """Whether ``run_dir`` holds an unfinished run of ``config`` that can be resumed."""
+def _interrupted_run_of(run_dir: Path, config: FitConfig, key: dict) -> bool:
+    """Whether ``run_dir`` holds an unfinished run of ``config`` on the data ``key`` that can be
+    resumed."""
     started = (run_dir / CHECKPOINT).is_file() or (run_dir / RESTARTS).is_dir()
     return (started and not (run_dir / METRICS).is_file()
-            and _saved_config(run_dir) == config.to_dict())
+            and _saved_config(run_dir) == config.to_dict() and _saved_data_key(run_dir) == key)
 
 
 def _job_bar(total: int, enabled: bool):
