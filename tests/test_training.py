@@ -352,3 +352,40 @@ def test_bad_restart_settings_are_refused(data, tmp_path, capsys, setting, messa
     assert fit(data, tmp_path / "r", "--steps", "10", "--set", "validation_fraction=0.2",
                "--set", setting) == 2
     assert message in capsys.readouterr().err
+
+
+def test_restart_phase_errors_name_the_problem(data, tmp_path, monkeypatch, capsys):
+    """Two bad states of the restart phase end with a one-line error, not a traceback: a
+    restart folder holding another restart's checkpoint (copied by hand) is refused on resume
+    with the folder named, and restarts that all score non-finite stop the run."""
+    import shutil
+
+    from manifold_vae.training import trainer
+
+    setup = ["--steps", "200", "--set", "validation_fraction=0.25", "--set", "restarts=3",
+             "--set", "restart_fraction=0.2", "--set", "checkpoint_every=100", "--set", "log_every=20"]
+    calls = {"n": 0}
+    score = trainer.validation_score
+
+    def stop_in_restart_3(*a, **k):        # 5th scoring: step 20 of restart 3 (40 steps each)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return score(*a, **k)
+
+    monkeypatch.setattr(trainer, "validation_score", stop_in_restart_3)
+    assert fit(data, tmp_path / "cut", *setup) == 130
+    monkeypatch.undo()
+    restarts = tmp_path / "cut" / "restarts"
+    shutil.copy(restarts / "restart0" / "checkpoint.pt", restarts / "restart1" / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["fit", "--data", str(data), "--resume", str(tmp_path / "cut"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{restarts / 'restart1'}: holds a restart of another run" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+    monkeypatch.setattr(trainer, "validation_score", lambda *a, **k: None)
+    assert fit(data, tmp_path / "nan", *setup) == 1
+    err = capsys.readouterr().err
+    assert "all 3 restarts ended with a non-finite validation score" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
