@@ -149,6 +149,13 @@ def test_output_directory_holding_another_run_is_refused_unless_force(data, tmp_
     assert "already holds a different run" in capsys.readouterr().err
     assert fit(data, out, "--steps", "6", "--force") == 0
     assert metrics(out)["steps"] == 6
+    # overwritten by a run with its own test file: the old run's test split is gone with it
+    assert (out / "test_index.npy").is_file()
+    assert fit(data, out, "--steps", "6", "--test-data", data, "--force") == 0
+    assert not (out / "test_index.npy").exists()
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(data), "--split", "test", "--quiet"]) == 1
+    assert "has no test_index.npy (it was trained with --test-data)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("latent,ga", [("R1", False), ("R2", False), ("S1", False), ("S1", True)])
