@@ -7,7 +7,8 @@ the same conv encoder trained *with* the true rotations as a reference for what 
 
 The VAE mode trains one image-suite model (`ImageSuiteSettings` defaults, `splat` decoder) for a
 chosen number of steps and prints its test IWAE and the median geodesic pose errors after the
-best global alignment (SO(3) latent and decoder rotation), as `reproduce --suite images` does.
+best global alignment (SO(3) latent and decoder rotation), as `reproduce --suite images` does,
+and how the encoder maps SO(3) (:func:`map_consistency`).
 The supervised mode trains the suite's conv encoder (same channels, hidden layer, batch, Adam
 one-cycle) with a 6-vector Gram–Schmidt head to the true rotation (squared Frobenius loss), on
 dynamically binarized images unless --grey, and prints the median and 90th-percentile geodesic
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from manifold_vae.evaluation.alignment import geodesic_angle
 from manifold_vae.experiments.image_suite import (ImageSuiteSettings, _dataset, _test_set,
-                                                  render_recovery)
+                                                  render_recovery, so3_matrices)
 from manifold_vae.manifolds.rotations import rotation_from_6d
 from manifold_vae.models.networks import ConvEncoder
 from manifold_vae.training.fit import run_fit
@@ -37,6 +39,20 @@ def geodesic_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Angle of ``aᵀb`` in degrees, batched."""
     cos = ((a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     return torch.rad2deg(torch.acos(cos.clamp(-1, 1)))
+
+
+def map_consistency(learned: np.ndarray, true: np.ndarray, close_deg: float = 15.0) -> dict:
+    """Is the encoder's map true pose -> latent pose continuous, and is it one-to-one? Over all
+    pairs of test images: the latent distance of pairs within ``close_deg`` in truth (small:
+    continuous) and the true distance of pairs within ``close_deg`` in the latent (small:
+    one-to-one; large: poses far apart share a latent pose). Distances are geodesic, degrees."""
+    i, j = np.triu_indices(len(true), 1)
+    d_true = np.degrees(geodesic_angle(true[i], true[j]))
+    d_latent = np.degrees(geodesic_angle(learned[i], learned[j]))
+    near_true, near_latent = d_true < close_deg, d_latent < close_deg
+    return {"latent_distance_of_pairs_close_in_truth_median_deg": float(np.median(d_latent[near_true])),
+            "true_distance_of_pairs_close_in_latent_median_deg": float(np.median(d_true[near_latent])),
+            "pairs_close_in_latent_over_90deg_apart": float((d_true[near_latent] > 90).mean())}
 
 
 def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, grey: bool) -> dict:
@@ -75,7 +91,8 @@ def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent:
     rec = render_recovery(m["_model"], x, data["rotation"][idx])
     return {"test_iwae": m["test_iwae"],
             "median_geodesic_error_deg": rec.get("median_geodesic_error_deg"),
-            "decoder_median_geodesic_error_deg": rec.get("decoder_median_geodesic_error_deg")}
+            "decoder_median_geodesic_error_deg": rec.get("decoder_median_geodesic_error_deg"),
+            **map_consistency(so3_matrices(m["_model"], x), data["rotation"][idx])}
 
 
 def main() -> None:
