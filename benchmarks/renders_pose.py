@@ -64,7 +64,7 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
     enc = ConvEncoder(data["image_shape"].tolist(), settings.hidden, 6,
                       channels=settings.conv_channels)
     opt = torch.optim.Adam(enc.parameters(), settings.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=steps, pct_start=0.25)
     for _ in range(steps):
         i = torch.randint(len(x_train), (settings.batch_size,))
         xb = x_train[i] if grey else torch.bernoulli(x_train[i])
@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/renders-pose"))
     args = ap.parse_args()
+    if args.steps is not None and args.steps < 8:
+        ap.error("--steps must be at least 8 (the one-cycle schedule's warm-up)")
     torch.set_num_threads(args.threads)
     settings = ImageSuiteSettings()
     data = _dataset("renders", settings, args.out, print)

@@ -374,13 +374,13 @@ def test_restart_phase_errors_name_the_problem(data, tmp_path, monkeypatch, caps
     calls = {"n": 0}
     score = trainer.validation_score
 
-    def stop_in_restart_3(*a, **k):        # 5th scoring: step 20 of restart 3 (40 steps each)
+    def stop_in_third_restart(*a, **k):    # 5th scoring: step 20 of restart2 (40 steps each)
         calls["n"] += 1
         if calls["n"] == 5:
             os.kill(os.getpid(), signal.SIGTERM)
         return score(*a, **k)
 
-    monkeypatch.setattr(trainer, "validation_score", stop_in_restart_3)
+    monkeypatch.setattr(trainer, "validation_score", stop_in_third_restart)
     assert fit(data, tmp_path / "cut", *setup) == 130
     monkeypatch.undo()
     restarts = tmp_path / "cut" / "restarts"

@@ -183,8 +183,10 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
     todo, keys = [], {}
     for label, cfg, run_dir, data_args in jobs:
         cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // workers))
-        cache = data_args if isinstance(data_args, str) else json.dumps(data_args, sort_keys=True)
-        key = keys[cache] = keys[cache] if cache in keys else data_key(data_args)
+        if not isinstance(data_args, str):
+            key = data_key(data_args)
+        else:                               # hashing a file's rows: once per file
+            key = keys[data_args] = keys.get(data_args) or data_key(data_args)
         if (run_dir / METRICS).is_file() and not force and cfg.embedding not in pending:
             if _saved_config(run_dir) == cfg.to_dict():
                 saved = _saved_data_key(run_dir)
@@ -193,6 +195,11 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
                     continue
                 why = "other data" if saved else "data it did not record (an older version)"
                 log(f"{label}: retraining the run in {run_dir}: it was trained on {why}")
+        elif (_started(run_dir) and not (run_dir / METRICS).is_file() and not force
+              and _saved_config(run_dir) == cfg.to_dict() and _saved_data_key(run_dir) != key):
+            log(f"{label}: the cut-short run in {run_dir} was made on "
+                f"{'other data' if _saved_data_key(run_dir) else 'data it did not record (an older version)'}"
+                f"; training it afresh")
         todo.append((cfg.to_dict(), str(run_dir), data_args, key))
     if not todo and not emb_todo:
         return
@@ -291,8 +298,9 @@ def data_key(data) -> dict:
                 digest.update(a.tobytes())
         return {"rows_sha256": digest.hexdigest()}
     bench, n_train, n_test = data
-    # through JSON, as it is saved: tuples become lists
-    return json.loads(json.dumps({"benchmark": bench, "n_train": n_train, "n_test": n_test}))
+    # through JSON, as it is saved: tuples become lists (numpy scalars as Python numbers)
+    return json.loads(json.dumps({"benchmark": bench, "n_train": int(n_train), "n_test": int(n_test)},
+                                 default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
 def _saved_data_key(run_dir: Path) -> dict | None:
@@ -339,9 +347,13 @@ def _train_job(job):
 def _interrupted_run_of(run_dir: Path, config: FitConfig, key: dict) -> bool:
     """Whether ``run_dir`` holds an unfinished run of ``config`` on the data ``key`` that can be
     resumed."""
-    started = (run_dir / CHECKPOINT).is_file() or (run_dir / RESTARTS).is_dir()
-    return (started and not (run_dir / METRICS).is_file()
+    return (_started(run_dir) and not (run_dir / METRICS).is_file()
             and _saved_config(run_dir) == config.to_dict() and _saved_data_key(run_dir) == key)
+
+
+def _started(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run's checkpoint or restart phase."""
+    return (run_dir / CHECKPOINT).is_file() or (run_dir / RESTARTS).is_dir()
 
 
 def _job_bar(total: int, enabled: bool):

@@ -54,8 +54,8 @@ def check_run_dir(out: Path, config: FitConfig, *, force: bool) -> None:
             what = "a different run" if old != config.to_dict() else "a run"
             raise UsageError(f"output directory {out} already holds {what}; use --resume {out} to "
                              f"continue it, --force to overwrite it, or another --out")
-        # everything a run writes, so that nothing of the old run outlives it (a stale
-        # test_index.npy would make `evaluate --split test` pick the old run's rows)
+        # the run's own files and its test split, so that a stale test_index.npy cannot make
+        # `evaluate --split test` pick the old run's rows
         for m in markers + [out / n for n in ("test_per_example.npy", "test_index.npy")]:
             if m.exists():
                 m.unlink()
