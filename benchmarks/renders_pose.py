@@ -35,12 +35,6 @@ from manifold_vae.models.networks import ConvEncoder
 from manifold_vae.training.fit import run_fit
 
 
-def geodesic_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angle of ``aᵀb`` in degrees, batched."""
-    cos = ((a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    return torch.rad2deg(torch.acos(cos.clamp(-1, 1)))
-
-
 def map_consistency(learned: np.ndarray, true: np.ndarray, close_deg: float = 15.0) -> dict:
     """Is the encoder's map true pose -> latent pose continuous, and is it one-to-one? Over all
     pairs of test images: the latent distance of pairs within ``close_deg`` in truth (small:
@@ -74,9 +68,10 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
         opt.step()
         sched.step()
     with torch.no_grad():
-        err = geodesic_deg(rotation_from_6d(enc(x_test)), rot[test])
-    return {"median_geodesic_error_deg": float(err.median()),
-            "p90_geodesic_error_deg": float(err.quantile(0.9))}
+        pred = rotation_from_6d(enc(x_test)).double().numpy()
+    err = np.degrees(geodesic_angle(pred, rot[test].double().numpy()))
+    return {"median_geodesic_error_deg": float(np.median(err)),
+            "p90_geodesic_error_deg": float(np.quantile(err, 0.9))}
 
 
 def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent: str,

@@ -164,6 +164,10 @@ def test_a_finished_run_is_reused_only_for_the_same_data(tmp_path):
     assert "reusing finished run" in logs and again == first
     logs, other = go((bench, 200, 32), "bench")
     assert "trained on other data" in logs and other["n_train"] < first["n_train"]
+    (tmp_path / "bench" / "metrics.json").unlink()      # as if cut short, on the 200 rows
+    logs, again = go((bench, 300, 32), "bench")
+    assert "cut-short run" in logs and "made on other data; training it afresh" in logs
+    assert again["n_train"] == first["n_train"]
 
     x, _ = ManifoldBenchmark(**bench).sample(332)
     split = tmp_path / "split.npz"

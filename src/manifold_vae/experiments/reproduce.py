@@ -187,19 +187,19 @@ def run_jobs(jobs, workers: int, out: Path, *, force: bool, progress: bool, log,
             key = data_key(data_args)
         else:                               # hashing a file's rows: once per file
             key = keys[data_args] = keys.get(data_args) or data_key(data_args)
-        if (run_dir / METRICS).is_file() and not force and cfg.embedding not in pending:
-            if _saved_config(run_dir) == cfg.to_dict():
-                saved = _saved_data_key(run_dir)
+        finished = (run_dir / METRICS).is_file()
+        if not force and (finished or _started(run_dir)) and _saved_config(run_dir) == cfg.to_dict():
+            saved = _saved_data_key(run_dir)
+            why = "other data" if saved else "data it did not record (an older version)"
+            if not finished:                # cut short: _train_job resumes it if the data match
+                if saved != key:
+                    log(f"{label}: the cut-short run in {run_dir} was made on {why}; "
+                        f"training it afresh")
+            elif cfg.embedding not in pending:
                 if saved == key:
                     log(f"{label}: reusing finished run in {run_dir}")
                     continue
-                why = "other data" if saved else "data it did not record (an older version)"
                 log(f"{label}: retraining the run in {run_dir}: it was trained on {why}")
-        elif (_started(run_dir) and not (run_dir / METRICS).is_file() and not force
-              and _saved_config(run_dir) == cfg.to_dict() and _saved_data_key(run_dir) != key):
-            log(f"{label}: the cut-short run in {run_dir} was made on "
-                f"{'other data' if _saved_data_key(run_dir) else 'data it did not record (an older version)'}"
-                f"; training it afresh")
         todo.append((cfg.to_dict(), str(run_dir), data_args, key))
     if not todo and not emb_todo:
         return
