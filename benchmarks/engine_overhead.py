@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from manifold_vae import VAE
 from manifold_vae.training.config import FitConfig
 from manifold_vae.training.trainer import train
+
+from timing import model_of   # benchmarks/timing.py
 
 
 def main():
@@ -34,14 +35,14 @@ def main():
                     checkpoint_every=1000)
 
     def engine_run():
-        model = VAE(100, args.latent, group_action=True)
+        model = model_of(100, latent=args.latent, group_action=True)
         with tempfile.TemporaryDirectory() as d:
             t = time.perf_counter()
             train(model, x, cfg, Path(d), device=torch.device("cpu"))
             return (time.perf_counter() - t) / args.steps
 
     def bare_run():
-        model = VAE(100, args.latent, group_action=True)
+        model = model_of(100, latent=args.latent, group_action=True)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         g = torch.Generator().manual_seed(0)
         t = time.perf_counter()

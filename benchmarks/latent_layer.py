@@ -16,7 +16,6 @@ import argparse
 
 import torch
 
-from manifold_vae import VAE
 from manifold_vae.distributions import log_sphere_volume, sphere_posterior
 from manifold_vae.distributions.box import beta_rsample_and_kl, probit_to_box
 from manifold_vae.distributions.hidden import normal_rsample_and_kl
@@ -25,7 +24,7 @@ from manifold_vae.embeddings import ExactEmbedding
 from manifold_vae.manifolds import parse_latent
 from manifold_vae.manifolds.base import safe_normalize
 
-from timing import interleaved_medians, make_step   # benchmarks/timing.py
+from timing import interleaved_medians, make_step, model_of   # benchmarks/timing.py
 
 
 def er_layer(n: int, batch: int, hidden: str = "box"):
@@ -86,10 +85,10 @@ def main():
     print("\nwhole training step, batch 512, D=100, 256-256 MLPs (ratios to the Gaussian VAE d=n)")
     x = torch.randn(512, 100)
     for n in args.dims:
-        m = parse_latent(f"S{n}")
-        models = {"gaussian": VAE(100, f"R{n}"), "ER-box": VAE(100, m),
-                  "ER-normal": VAE(100, m, compact_hidden="normal"),
-                  "vMF": VAE(100, f"vmf:S{n}"), "PS": VAE(100, f"powerspherical:S{n}")}
+        models = {"gaussian": model_of(100, latent=f"R{n}"), "ER-box": model_of(100, latent=f"S{n}"),
+                  "ER-normal": model_of(100, latent=f"S{n}", compact_hidden="normal"),
+                  "vMF": model_of(100, latent=f"vmf:S{n}"),
+                  "PS": model_of(100, latent=f"powerspherical:S{n}")}
         t = interleaved_medians({k: make_step(v, x) for k, v in models.items()}, args.rounds,
                                 args.step_reps, warmup=5)
         cells = "  ".join(f"{k} {t[k] * 1e3:.2f} ms ({t[k] / t['gaussian']:.2f})" for k in models)

@@ -19,7 +19,6 @@ on this 2-core machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -28,8 +27,9 @@ import numpy as np
 import torch
 
 from manifold_vae.evaluation.alignment import geodesic_angle
-from manifold_vae.experiments.image_suite import (ImageSuiteSettings, _dataset, _test_set,
-                                                  render_recovery, so3_matrices)
+from manifold_vae.experiments.rows import Row
+from manifold_vae.experiments.suites.images import (ImageSuiteSettings, image_dataset,
+                                                    image_test_set, render_recovery, so3_matrices)
 from manifold_vae.manifolds.rotations import rotation_from_6d
 from manifold_vae.models.networks import ConvEncoder
 from manifold_vae.training.fit import run_fit
@@ -54,13 +54,14 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
     x, rot = torch.from_numpy(data["x"]), torch.from_numpy(data["rotation"]).float()
     test = torch.from_numpy(data["test"])
     x_train, r_train = x[~test], rot[~test]
-    x_test = x[test] if grey else _test_set(data)[0]
-    enc = ConvEncoder(data["image_shape"].tolist(), settings.hidden, 6,
-                      channels=settings.conv_channels)
-    opt = torch.optim.Adam(enc.parameters(), settings.lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, settings.lr, total_steps=steps, pct_start=0.25)
+    cfg = settings.renders
+    x_test = x[test] if grey else image_test_set(data, cfg.split_seed)[0]
+    enc = ConvEncoder(data["image_shape"].tolist(), cfg.model.hidden, 6,
+                      channels=cfg.model.conv_channels)
+    opt = torch.optim.Adam(enc.parameters(), cfg.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=steps, pct_start=0.25)
     for _ in range(steps):
-        i = torch.randint(len(x_train), (settings.batch_size,))
+        i = torch.randint(len(x_train), (cfg.batch_size,))
         xb = x_train[i] if grey else torch.bernoulli(x_train[i])
         loss = (rotation_from_6d(enc(xb)) - r_train[i]).pow(2).sum((-2, -1)).mean()
         opt.zero_grad()
@@ -76,13 +77,14 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
 
 def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent: str,
         group_action: bool, threads: int, out: Path) -> dict:
-    cfg = settings.fit_config("renders", latent, group_action, seed, data["image_shape"].tolist())
-    cfg = dataclasses.replace(cfg, steps=steps, checkpoint_every=max(1, steps // 4), threads=threads)
+    template = settings.template("renders", data["image_shape"].tolist()).replace(steps=steps)
+    row = Row.of("vae", "VAE", latent, group_action=group_action)
+    cfg = row.config(template, seed).replace(threads=threads)
     with np.load(data["split_path"]) as split:
         x_train, x_test = torch.from_numpy(split["x_train"]), torch.from_numpy(split["x_test"])
     m = run_fit(cfg, x_train, out / f"run-{latent}-{steps}-seed{seed}", x_test=x_test, force=True,
                 log=lambda s: None)
-    x, idx = _test_set(data)
+    x, idx = image_test_set(data, cfg.split_seed)
     rec = render_recovery(m["_model"], x, data["rotation"][idx])
     return {"test_iwae": m["test_iwae"],
             "median_geodesic_error_deg": rec.get("median_geodesic_error_deg"),
@@ -105,7 +107,7 @@ def main() -> None:
         ap.error("--steps must be at least 8 (the one-cycle schedule's warm-up)")
     torch.set_num_threads(args.threads)
     settings = ImageSuiteSettings()
-    data = _dataset("renders", settings, args.out, print)
+    data = image_dataset("renders", settings, args.out, print)
     t0 = time.perf_counter()
     if args.supervised:
         steps = args.steps or 1000

@@ -14,10 +14,9 @@ import time
 
 import torch
 
-from manifold_vae import VAE
 from manifold_vae.evaluation import per_example_bounds
 
-from timing import interleaved_medians, make_step   # benchmarks/timing.py
+from timing import interleaved_medians, make_step, model_of   # benchmarks/timing.py
 
 # model -> (constructor arguments, the Gaussian VAE it is compared with)
 MODELS = {
@@ -44,7 +43,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.dim)
-    steps = {name: make_step(VAE(args.dim, **kw), x) for name, (kw, _) in MODELS.items()}
+    steps = {name: make_step(model_of(args.dim, **kw), x) for name, (kw, _) in MODELS.items()}
     times = interleaved_medians(steps, args.rounds, args.steps, warmup=10)
     print(f"training step, batch {args.batch}, D={args.dim}, 256-256 MLPs, {args.threads} threads "
           f"(median of {args.rounds} rounds x {args.steps} steps)")
@@ -57,7 +56,7 @@ def main():
     xs = torch.randn(args.iwae_n, args.dim)
     print(f"\nIWAE evaluation, K={args.iwae_k}, {args.iwae_n} examples")
     for name, (kw, _) in MODELS.items():
-        model = VAE(args.dim, **kw)
+        model = model_of(args.dim, **kw)
         per_example_bounds(model, xs[:20], k=args.iwae_k)
         t = time.perf_counter()
         per_example_bounds(model, xs, k=args.iwae_k)

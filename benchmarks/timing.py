@@ -6,6 +6,13 @@ import time
 from typing import Callable
 
 
+def model_of(data_dim: int, **keys):
+    """The library's model for ``data_dim`` columns from config keys (``latent="S1"``, …)."""
+    from manifold_vae import ModelConfig, build_model
+
+    return build_model(ModelConfig(**keys), data_dim)
+
+
 def make_step(model, x):
     """One Adam training step of ``model`` on the batch ``x`` (the same for every model)."""
     import torch

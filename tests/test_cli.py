@@ -81,7 +81,8 @@ def test_config_file_and_overrides(circle_data, tmp_path):
     assert main(["fit", "--data", str(circle_data), "--config", str(cfg), "--set", "steps=9", "--out", str(out),
                  "--set", "iwae_k=5", "--quiet"]) == 0
     saved = json.loads((out / "config.json").read_text())["config"]
-    assert saved["latent"] == "R2" and saved["steps"] == 9 and saved["hidden"] == [16, 16]
+    model = saved["model"]
+    assert model["latent"]["manifold"] == "R2" and saved["steps"] == 9 and model["hidden"] == [16, 16]
 
 
 # ------------------------------------------------------------------------------- bad inputs
@@ -162,3 +163,22 @@ def test_python_m_entry_point(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"manifold-vae: error: data file not found: {tmp_path / 'x.npy'}"
+
+
+@pytest.mark.parametrize("bad,code,message", [
+    (["--latent", "Q7"], 2, "invalid latent spec 'Q7'"),
+    (["--latent", "R2", "--group-action"], 2, "has no group action"),
+    (["--set", "network=conv", "--set", "image_shape=1,4,4"], 2, "16 pixels but the data have 12"),
+    (["--set", "likelihood=bernoulli"], 1, "[0, 1]"),
+])
+def test_a_refused_fit_writes_nothing_so_the_corrected_command_runs(circle_data, tmp_path, capsys,
+                                                                   bad, code, message):
+    """Everything is checked before anything is written: the refused command leaves no folder, and
+    the corrected command into the same --out is not refused as 'a different run'."""
+    out = tmp_path / "r"
+    assert main(["fit", "--data", str(circle_data), "--steps", "5", "--out", str(out), *bad,
+                 *FAST]) == code
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["fit", "--data", str(circle_data), "--latent", "S1", "--steps", "5",
+                 "--out", str(out), *FAST]) == 0

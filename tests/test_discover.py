@@ -59,14 +59,14 @@ def test_restart_reuses_finished_candidates(circle_run):
 
 
 def test_candidate_configurations():
-    assert candidate_config("S1", TINY, 0).group_action is True
-    assert candidate_config("SO3", TINY, 0).embedding == "exact"
-    assert candidate_config("R2", TINY, 0).group_action is False
+    assert candidate_config("S1", TINY, 0).latent.group_action is True
+    assert candidate_config("SO3", TINY, 0).latent.embedding == "exact"
+    assert candidate_config("R2", TINY, 0).latent.group_action is False
     s5 = candidate_config("S5", TINY, 0)     # stick-breaking exact map + SO(6) action
-    assert s5.embedding == "exact" and s5.group_action is True
+    assert s5.latent.embedding == "exact" and s5.latent.group_action is True
     # compact candidates start their Beta posteriors narrower than the uniform prior, so that
     # the group action gets a gradient from the first step
-    assert candidate_config("T2", TINY, 0).init_concentration > 2.0
+    assert candidate_config("T2", TINY, 0).latent.init_concentration > 2.0
 
 
 @pytest.mark.parametrize("args,needle", [

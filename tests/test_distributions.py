@@ -187,9 +187,9 @@ def test_fused_beta_gradient_is_finite_for_saturated_posteriors():
 @pytest.mark.parametrize("latent,ga", [("S1", True), ("S1", False), ("R1", False), ("T2", True),
                                        ("S2", True), ("SO3", True), ("S1xR2", True)])
 def test_every_parameter_gets_a_finite_gradient(latent, ga):
-    from manifold_vae import VAE
+    from tests.helpers import build
     torch.manual_seed(0)
-    model = VAE(12, latent, group_action=ga, hidden=[16])
+    model = build(12, latent, group_action=ga, hidden=[16])
     out = model.loss(torch.randn(64, 12))
     out["loss"].backward()
     for name, p in model.named_parameters():

@@ -68,9 +68,9 @@ def test_learned_embedding_save_load_round_trip(learned_circle, tmp_path):
 
 
 def test_learned_embedding_is_frozen_inside_a_vae(learned_circle):
-    from manifold_vae import VAE
+    from tests.helpers import build
     emb, _ = learned_circle
-    model = VAE(10, "S1", embedding=emb)
+    model = build(10, "S1", embedding=emb)
     before = {k: v.clone() for k, v in emb.state_dict().items()}
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(3):
@@ -92,7 +92,7 @@ def test_learned_embedding_runs_for_other_manifolds(spec):
 def test_learned_embedding_of_a_product_with_euclidean_factors(tmp_path):
     """S1xR2: F is learned on the circle factor, the R2 factor keeps the identity map; the
     embedding saves, reloads and drives a VAE; the quality report is about the circle."""
-    from manifold_vae import VAE
+    from tests.helpers import build
     from manifold_vae.embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding, save_embedding
     emb, _ = fit_learned_embedding(EmbedConfig(latent="S1xR2", steps=30))
     assert emb.learned_manifold.spec == "S1"
@@ -106,7 +106,7 @@ def test_learned_embedding_of_a_product_with_euclidean_factors(tmp_path):
     save_embedding(emb, tmp_path / "e", report=report)
     again = load_embedding(tmp_path / "e", expect="S1xR2")
     torch.testing.assert_close(again(z), m)
-    model = VAE(8, "S1xR2", embedding=again, group_action=True, hidden=[16])
+    model = build(8, "S1xR2", embedding=again, group_action=True, hidden=[16])
     model.loss(torch.randn(4, 8))["loss"].backward()
     with pytest.raises(ValueError, match="compact factor"):
         fit_learned_embedding(EmbedConfig(latent="R2", steps=5))

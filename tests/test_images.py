@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from manifold_vae.cli import main
-from manifold_vae.data.images import (ALBEDO, AMBIENT, CUBES, LIGHT, _object_radius, load_image_dataset,
+from manifold_vae.data.images import (ALBEDO, AMBIENT, CUBES, LIGHT, object_radius, load_image_dataset,
                                       render, rendered_rotations, rotate_images, rotated_digits,
                                       save_image_dataset)
 from manifold_vae.evaluation.alignment import (align_angles, align_rotations,
                                                fisher_lee_correlation)
 from manifold_vae.manifolds.rotations import haar_rotations
-from manifold_vae.models import VAE
-from manifold_vae.training.fit import fixed_binarization
+from manifold_vae.errors import UsageError
+from tests.helpers import build
+from manifold_vae.likelihoods import fixed_binarization
 
 
 # ---------------------------------------------------------------------- data
@@ -44,7 +45,7 @@ def test_render_identity_pose_matches_lambert_shading():
     size = 32
     img = render(np.eye(3)[None], size=size)[0]
     centres = CUBES - CUBES.mean(0)
-    r = 1.04 * _object_radius()
+    r = 1.04 * object_radius()
     u, v = centres[0, 0], centres[0, 1]                     # cube 0: nothing in front of it
     col, row = int((u + r) / (2 * r) * size), int((r - v) / (2 * r) * size)
     expected = ALBEDO[0] * (AMBIENT + (1 - AMBIENT) * max(0.0, -LIGHT[2]))   # its face normal is -z
@@ -86,12 +87,12 @@ def test_image_dataset_roundtrip_and_bad_files(tmp_path):
 # ---------------------------------------------------------------------- model
 def test_bernoulli_likelihood_is_normalized_over_all_binary_images():
     torch.manual_seed(0)
-    model = VAE(16, "S1xR1", likelihood="bernoulli", network="conv", image_shape=[1, 4, 4],
+    model = build(16, "S1xR1", likelihood="bernoulli", network="conv", image_shape=[1, 4, 4],
                 hidden=[8], conv_channels=[4, 8]).eval()
     x = torch.tensor(list(itertools.product([0.0, 1.0], repeat=16)))       # all 65536 images
     m = model.embed(torch.rand(1, 16)).expand(len(x), -1)
     with torch.no_grad():
-        total = torch.logsumexp(model.log_likelihood(x, m).double(), 0)
+        total = torch.logsumexp(model.likelihood.log_prob(x, model.decoder(m)).double(), 0)
     assert float(total) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -101,7 +102,7 @@ def test_bernoulli_likelihood_is_normalized_over_all_binary_images():
                                                ("SO3xR1", True, "splat"), ("R4", False, "splat")])
 def test_image_model_trains_and_evaluates(latent, ga, network):
     torch.manual_seed(0)
-    model = VAE(256, latent, group_action=ga, likelihood="bernoulli", network=network,
+    model = build(256, latent, group_action=ga, likelihood="bernoulli", network=network,
                 image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16])
     x = torch.rand(6, 256)
     out = model.loss(x)
@@ -113,7 +114,7 @@ def test_image_model_trains_and_evaluates(latent, ga, network):
 
 def test_dynamic_binarization_only_while_training():
     torch.manual_seed(0)
-    model = VAE(16, "S1", likelihood="bernoulli", network="conv", image_shape=[1, 4, 4],
+    model = build(16, "S1", likelihood="bernoulli", network="conv", image_shape=[1, 4, 4],
                 hidden=[8], conv_channels=[4, 8])
     x = torch.full((64, 16), 0.5)
     a, b = model.loss(x)["reconstruction"], model.loss(x)["reconstruction"]
@@ -144,7 +145,7 @@ def test_rotating_decoder_is_equivariant_to_quarter_turns():
 def test_symmetrized_encoder_turns_its_vector_with_the_image(latent, ga, order):
     """Turning the image by 2π/n turns the latent-angle 2-vector by 2π/n; nothing else changes."""
     torch.manual_seed(0)
-    model = VAE(256, latent, group_action=ga, likelihood="bernoulli", network="conv-rotate",
+    model = build(256, latent, group_action=ga, likelihood="bernoulli", network="conv-rotate",
                 image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16], encoder_symmetry=order)
     assert type(model.encoder).__name__ == "SymmetrizedEncoder"
     x = torch.rand(3, 256)
@@ -160,7 +161,7 @@ def test_symmetrized_encoder_turns_its_vector_with_the_image(latent, ga, order):
 
 
 def test_symmetrized_encoder_is_skipped_without_a_turning_output():
-    model = VAE(256, "S1xR4", likelihood="bernoulli", network="conv-rotate", image_shape=[1, 16, 16],
+    model = build(256, "S1xR4", likelihood="bernoulli", network="conv-rotate", image_shape=[1, 16, 16],
                 hidden=[32], conv_channels=[8, 16], encoder_symmetry=4)
     assert type(model.encoder).__name__ == "ConvEncoder"      # ER without group action
 
@@ -179,10 +180,10 @@ def test_splat_decoder_turns_its_object_with_the_latent_rotation():
 
 
 def test_conv_network_rejects_mismatched_image_shape():
-    with pytest.raises(ValueError, match="pixels"):
-        VAE(100, "S1", network="conv", image_shape=[1, 16, 16])
-    with pytest.raises(ValueError, match="divisible"):
-        VAE(36, "S1", network="conv", image_shape=[1, 6, 6], conv_channels=[4, 8])
+    with pytest.raises(UsageError, match="pixels"):
+        build(100, "S1", network="conv", image_shape=[1, 16, 16])
+    with pytest.raises(UsageError, match="divisible"):
+        build(36, "S1", network="conv", image_shape=[1, 6, 6], conv_channels=[4, 8])
 
 
 # ---------------------------------------------------------------------- recovery metrics
@@ -221,7 +222,7 @@ def test_cli_image_data_fit_evaluate(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_test"] == 12 and math.isfinite(metrics["test_iwae"])
     cfg = json.loads((run / "config.json").read_text())["config"]
-    assert cfg["network"] == "conv" and cfg["likelihood"] == "bernoulli"
+    assert cfg["model"]["network"] == "conv" and cfg["model"]["likelihood"] == "bernoulli"
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data", str(data), "--split", "test", "--k", "5", "--quiet"]) == 0
     ev = json.loads(capsys.readouterr().out)
@@ -250,11 +251,13 @@ def test_cli_image_data_bad_input(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_image_suite_end_to_end(tmp_path):
-    from manifold_vae.experiments.image_suite import ImageSuiteSettings, reproduce_images
+    from manifold_vae.experiments.suites.images import ImageSuiteSettings, reproduce_images
 
-    s = ImageSuiteSettings(digits_copies=1, digits_steps=6, renders_n=200, renders_size=16,
-                           renders_steps=6, batch_size=32, seeds=1, iwae_k=4, hidden=[16],
-                           conv_channels=[4, 8], workers=1)
+    small = dict(batch_size=32, iwae_k=4, hidden=[16], conv_channels=[4, 8], steps=6)
+    base = ImageSuiteSettings()
+    s = ImageSuiteSettings(digits_copies=1, renders_n=200, renders_size=16, seeds=1, workers=1,
+                           digits=base.digits.replace(**small),
+                           renders=base.renders.replace(image_shape=[1, 16, 16], **small))
     res = reproduce_images(s, tmp_path, log=lambda m: None)
     assert 0 <= res["circular_correlation"] <= 1
     assert set(res["circular_correlation_per_class"]) == {"2", "3", "4", "5", "7"}

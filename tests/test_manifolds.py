@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from manifold_vae.embeddings import ExactEmbedding, volume_element
-from manifold_vae.manifolds import Circle, Euclidean, Product, circle_angle, parse_latent
+from manifold_vae.manifolds import (Circle, Euclidean, Product, circle_angle, example_specs,
+                                    parse_latent)
 
 from .stats import ks_critical, ks_uniform, mmd_permutation_pvalue
 
-COMPACT = ["S1", "S2", "S3", "S4", "S5", "S10", "T2", "T3", "SO3", "S1xS1", "S2xS1"]
-ALL = COMPACT + ["R1", "R3", "S1xR2", "T2xR4"]
+# every manifold the spec registry names (each form's examples and some products)
+ALL = example_specs()
+COMPACT = [s for s in ALL if parse_latent(s).compact]
 
 
 def uniform_coordinates(manifold, x):
@@ -107,7 +109,7 @@ def test_group_action_keeps_points_on_manifold_and_preserves_uniform(spec, gen):
     assert ks_uniform(u1[:, 0]) < ks_critical(len(u1))
 
 
-@pytest.mark.parametrize("spec", ["S1", "S2", "S3", "S4", "S10", "T2", "SO3"])
+@pytest.mark.parametrize("spec", [s for s in ALL if "x" not in s and parse_latent(s).has_group])
 def test_group_elements_are_rotations(spec, gen):
     m = parse_latent(spec)
     g = m.group_matrix(m.group_element(torch.randn(100, m.group_param_dim, generator=gen, dtype=torch.float64)))
@@ -201,8 +203,24 @@ def test_euclidean_has_no_uniform_or_group():
     r = Euclidean(2)
     with pytest.raises(ValueError):
         r.sample_uniform(3)
-    with pytest.raises(ValueError):
-        r.group_element(torch.zeros(1, 0))
+    assert not r.has_group and r.has_exact_map and not r.has_chart
+
+
+def test_capabilities_are_declared():
+    """What a manifold has is declared by its class, not found out by trying."""
+    assert parse_latent("S2").has_quadrature and not parse_latent("S3").has_quadrature
+    assert parse_latent("SO3").has_chart and not parse_latent("S2").has_chart
+    assert parse_latent("S1xR2").has_group and parse_latent("S1xR2").has_exact_map
+    assert not parse_latent("R1xR2").has_group
+    assert parse_latent("T4").has_exact_map and not parse_latent("T4").has_quadrature
+
+
+def test_product_prior_with_euclidean_factor(gen):
+    """The prior of a product samples each factor's own (uniform or standard normal)."""
+    x = parse_latent("S1xR1").sample_prior(4000, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(x[:, :2].norm(dim=-1), torch.ones(4000, dtype=torch.float64))
+    # the R1 coordinate is N(0, 1): its variance within 5 standard errors (se ≈ sqrt(2/n))
+    assert abs(float(x[:, 2].var()) - 1) < 5 * math.sqrt(2 / 4000)
 
 
 def test_so3_chart_round_trip_and_quaternions(gen):

@@ -4,14 +4,15 @@ import math
 
 import pytest
 
-from manifold_vae.experiments.reproduce import ROWS, ReproduceSettings, reproduce_circle
+from manifold_vae.experiments.suites.circle import ROWS, CircleSettings, reproduce_circle
+from manifold_vae.training import FitConfig
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro")
-    settings = ReproduceSettings(n_train=512, n_test=64, dim=10, steps=20, batch_size=64,
-                                 hidden=[16], seeds=2, iwae_k=8, embed_steps=20)
+    settings = CircleSettings(n_train=512, n_test=64, dim=10, seeds=2, embed_steps=20,
+                              training=FitConfig(steps=20, batch_size=64, hidden=[16], iwae_k=8))
     res = reproduce_circle(settings, out, log=lambda m: None)
     return out, settings, res
 
@@ -21,7 +22,7 @@ def test_results_json_has_the_table(tiny):
     res = json.loads((out / "results.json").read_text())
     assert isinstance(res["true_log_likelihood"], float)
     names = [r["name"] for r in res["rows"]]
-    assert names == [r[1] for r in ROWS]
+    assert names == [r.name for r in ROWS]
     for row in res["rows"]:
         for key in ("test_elbo_mean", "test_elbo_std", "test_iwae_mean", "test_iwae_std",
                     "gap_to_true_ll_mean", "iwae_minus_gauss_d1_mean"):
@@ -48,15 +49,17 @@ def test_finished_runs_are_reused(tiny):
 
 
 def test_manifold_suite_end_to_end(tmp_path):
-    from manifold_vae.experiments.manifold_suite import ManifoldSuiteSettings, reproduce_manifolds, suite_rows
+    from manifold_vae.experiments.suites.manifolds import (ManifoldSuiteSettings,
+                                                           reproduce_manifolds, suite_rows)
     settings = ManifoldSuiteSettings(latents=["S1", "SO3"], n_train=256, n_test=16, dim=8, noise=0.3,
-                                     steps=10, batch_size=64, hidden=[16], seeds=1, iwae_k=4,
-                                     embed_steps=10, workers=1, steps_by_latent={"SO3": 12})
+                                     seeds=1, embed_steps=10, workers=1, steps_by_latent={"SO3": 12},
+                                     training=FitConfig(steps=10, batch_size=64, hidden=[16],
+                                                        iwae_k=4))
     reproduce_manifolds(settings, tmp_path, log=lambda m: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [m["latent"] for m in saved["manifolds"]] == ["S1", "SO3"]
     for m in saved["manifolds"]:
-        assert [r["name"] for r in m["rows"]] == [r[1] for r in suite_rows(m["latent"])]
+        assert [r["name"] for r in m["rows"]] == [r.name for r in suite_rows(m["latent"])]
         assert [r["latent"] for r in m["rows"]][:2] == (["R1", "R2"] if m["latent"] == "S1" else ["R3", "R9"])
         for r in m["rows"]:
             assert r["gap_to_true_ll_mean"] == pytest.approx(m["true_log_likelihood"] - r["test_iwae_mean"], abs=1e-6)
@@ -71,29 +74,37 @@ def test_manifold_suite_end_to_end(tmp_path):
 
 
 def test_finished_runs_from_before_a_new_config_key_are_still_reused(tmp_path):
-    """A run saved before a FitConfig key existed used that key's default: same config."""
+    """A run saved before a FitConfig key existed used that key's default: same config. Runs
+    saved by the version before the model config was nested (one flat dict) read the same."""
     import json as _json
 
-    from manifold_vae.experiments.reproduce import _saved_config
-    from manifold_vae.training.config import FitConfig
-    cfg = FitConfig(latent="S2", steps=7).to_dict()
-    old = {k: v for k, v in cfg.items() if k not in ("network", "centred_posterior")}
-    (tmp_path / "config.json").write_text(_json.dumps({"config": old}))
-    assert _saved_config(tmp_path) == cfg
-    (tmp_path / "config.json").write_text(_json.dumps({"config": dict(old, retired_key=1)}))
-    assert _saved_config(tmp_path) is None
+    from manifold_vae.training import RunDirectory
+    cfg = FitConfig(latent="S2", group_action=True, steps=7)
+    flat = {"latent": "S2", "embedding": "exact", "group_action": True, "compact_hidden": "box",
+            "init_concentration": 2.0, "hidden": [256, 256], "activation": "relu",
+            "likelihood": "gaussian", "image_shape": [], "conv_channels": [32, 64],
+            "encoder_symmetry": 1, "steps": 7, "batch_size": 512, "lr": 0.001,
+            "embed_steps": 2000, "embed_hidden": [128, 128], "threads": 0}
+    (tmp_path / "config.json").write_text(_json.dumps({"config": flat}))
+    assert RunDirectory(tmp_path).saved_config() == cfg
+    nested = {k: v for k, v in cfg.to_dict().items() if k != "amp"}
+    (tmp_path / "config.json").write_text(_json.dumps({"config": nested}))
+    assert RunDirectory(tmp_path).saved_config() == cfg
+    (tmp_path / "config.json").write_text(_json.dumps({"config": dict(flat, retired_key=1)}))
+    assert RunDirectory(tmp_path).saved_config() is None
 
 
 def test_digit_peers_table_runs_every_row_and_reuses_finished_runs(tmp_path):
     """`reproduce --suite peers` on rotated digits: every peer row trains with the same conv
     networks and is reported; a second call reuses the finished runs."""
     import dataclasses
-    from manifold_vae.experiments.digit_peers import (DigitPeersSettings, digit_peer_rows,
-                                                      reproduce_digit_peers)
-    settings = dataclasses.replace(DigitPeersSettings.quick(), steps=20, workers=1)
+    from manifold_vae.experiments.suites.digit_peers import (DigitPeersSettings, digit_peer_rows,
+                                                             reproduce_digit_peers)
+    quick = DigitPeersSettings.quick()
+    settings = dataclasses.replace(quick, training=quick.training.replace(steps=20), workers=1)
     res = reproduce_digit_peers(settings, tmp_path, log=lambda m: None)
     rows = digit_peer_rows(settings.sphere_dim)
-    assert [r["key"] for r in res["rows"]] == [r[0] for r in rows]
+    assert [r["key"] for r in res["rows"]] == [r.key for r in rows]
     for r in res["rows"]:
         assert math.isfinite(r["test_iwae_mean"]) and r["test_iwae_mean"] < 0   # nats per image
     assert "vmf:S2" in {r["latent"] for r in res["rows"]}
@@ -112,15 +123,14 @@ def test_a_suite_run_cut_short_is_resumed_not_retrained(tmp_path, monkeypatch):
 
     from manifold_vae.data import ManifoldBenchmark
     from manifold_vae.errors import ManifoldVAEError
-    from manifold_vae.experiments.reproduce import _train_job
+    from manifold_vae.experiments.engine import train_job
     from manifold_vae.training import trainer
-    from manifold_vae.training.config import FitConfig
 
     cfg = FitConfig(latent="S1", group_action=True, steps=120, log_every=20, checkpoint_every=40,
                     validation_fraction=0.2, restarts=2, restart_fraction=0.25, iwae_k=8,
                     hidden=[16], batch_size=64, threads=1).to_dict()
     data = (ManifoldBenchmark("S1", dim=8, noise=0.1, seed=0).to_dict(), 400, 64)
-    _train_job((cfg, str(tmp_path / "ref"), data))
+    train_job((cfg, str(tmp_path / "ref"), data))
     weight = trainer.kl_weight
 
     def stop_at_step_90(step, config):
@@ -130,11 +140,11 @@ def test_a_suite_run_cut_short_is_resumed_not_retrained(tmp_path, monkeypatch):
 
     monkeypatch.setattr(trainer, "kl_weight", stop_at_step_90)
     with pytest.raises(ManifoldVAEError, match="interrupted at step 90/120"):
-        _train_job((cfg, str(tmp_path / "cut"), data))
+        train_job((cfg, str(tmp_path / "cut"), data))
     monkeypatch.undo()
     seen = []
     monkeypatch.setattr(trainer, "kl_weight", lambda step, config: seen.append(step) or weight(step, config))
-    _train_job((cfg, str(tmp_path / "cut"), data))
+    train_job((cfg, str(tmp_path / "cut"), data))
     assert seen[0] == 90        # continued from the checkpoint written at the stop, not from 0
     ref, cut = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ref", "cut"))
     assert cut["test_iwae"] == ref["test_iwae"] and cut["selected_restart"] == ref["selected_restart"]
@@ -147,15 +157,14 @@ def test_a_finished_run_is_reused_only_for_the_same_data(tmp_path):
     import numpy as np
 
     from manifold_vae.data import ManifoldBenchmark
-    from manifold_vae.experiments.reproduce import run_jobs
-    from manifold_vae.training.config import FitConfig
+    from manifold_vae.experiments.engine import Job, run_jobs
 
     cfg = FitConfig(latent="S1", steps=10, hidden=[16], batch_size=64, iwae_k=4, threads=1)
     bench = ManifoldBenchmark("S1", dim=8, noise=0.1, seed=0).to_dict()
 
     def go(data, run):
         logs = []
-        run_jobs([("job", cfg, tmp_path / run, data)], 1, tmp_path, force=False, progress=False,
+        run_jobs([Job("job", cfg, tmp_path / run, data)], 1, tmp_path, force=False, progress=False,
                  log=logs.append)
         return " ".join(logs), json.loads((tmp_path / run / "metrics.json").read_text())
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from manifold_vae import VAE
+from tests.helpers import build
 from manifold_vae.distributions import HypersphericalUniform, VonMisesFisher, log_sphere_volume, sphere_posterior
 from manifold_vae.distributions.bessel import log_iv_and_ratio
 from manifold_vae.evaluation import per_example_bounds
@@ -131,7 +131,7 @@ def test_no_nan_over_concentrations_and_dimensions(family):
 @pytest.mark.parametrize("latent", ["vmf:S2", "powerspherical:S2", "vmf:S1"])
 def test_spherical_vae_trains_and_evaluates(latent):
     torch.manual_seed(0)
-    model = VAE(6, latent, hidden=[16])
+    model = build(6, latent, hidden=[16])
     x = torch.randn(32, 6)
     out = model.loss(x)
     out["loss"].backward()
@@ -145,7 +145,12 @@ def test_spherical_vae_trains_and_evaluates(latent):
 
 @pytest.mark.parametrize("bad", ["vmf:T2", "vmf:SO3", "gauss:S2", "vmf:S0"])
 def test_bad_spherical_latents_are_rejected(bad):
+    from manifold_vae import ManifoldLatent
+    from manifold_vae.errors import UsageError
+
     with pytest.raises(ValueError, match="sphere|Valid forms|posterior family"):
-        VAE(4, bad)
-    with pytest.raises(ValueError, match="no embedding and no group action"):
-        VAE(4, "vmf:S2", group_action=True)
+        ManifoldLatent(bad)
+    with pytest.raises(ValueError, match="takes no --group-action and no learned embedding"):
+        ManifoldLatent("vmf:S2", group_action=True)
+    with pytest.raises(UsageError, match="sphere|Valid forms|posterior family"):
+        build(4, bad)          # through a model config: the same message, as a usage error

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from manifold_vae.cli import main
-from manifold_vae.training.runs import load_run
+from manifold_vae.training import load_run
 
 FAST = ["--set", "iwae_k=20", "--set", "hidden=32,32", "--set", "batch_size=64", "--set", "threads=1", "--quiet"]
 
@@ -232,7 +232,7 @@ def _validation_rows(data, tmp_path):
 
 
 def test_early_stopping_ends_in_the_state_with_the_best_validation_score(data, tmp_path):
-    from manifold_vae.training.trainer import validation_score
+    from manifold_vae.training.hooks import validation_score
 
     out = tmp_path / "es"
     assert fit(data, out, "--latent", "S1", "--group-action", "--steps", "300", "--set", "log_every=20",
@@ -246,7 +246,7 @@ def test_early_stopping_ends_in_the_state_with_the_best_validation_score(data, t
     assert m["n_validation"] == 135 and m["n_train"] == 540 - 135
     model, config, _ = load_run(out)
     # the saved model is the selected one: it reproduces the recorded score exactly
-    assert validation_score(model, _validation_rows(data, tmp_path), config) == scores[best]
+    assert validation_score(model, _validation_rows(data, tmp_path), config.validation_k, config.seed) == scores[best]
     # without the option nothing is held out or selected
     assert fit(data, tmp_path / "plain", "--latent", "S1", "--steps", "20") == 0
     assert "selected_step" not in metrics(tmp_path / "plain")
@@ -299,7 +299,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
     and resumed equals an uninterrupted one bit for bit."""
     from manifold_vae.data.io import load_array
     from manifold_vae.errors import ManifoldVAEError
-    from manifold_vae.training import trainer
+    from manifold_vae.training import hooks
     from manifold_vae.training.config import FitConfig
     from manifold_vae.training.fit import run_fit
 
@@ -324,7 +324,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
     assert [r["elbo"] for r in first] == [r["elbo"] for r in plain["_history"][:2]]
 
     calls = {"n": 0}
-    score = trainer.validation_score
+    score = hooks.validation_score
 
     def stop_in_restart_2(*a, **k):        # 3rd scoring: step 20 of restart 2
         calls["n"] += 1
@@ -332,7 +332,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
             os.kill(os.getpid(), signal.SIGTERM)
         return score(*a, **k)
 
-    monkeypatch.setattr(trainer, "validation_score", stop_in_restart_2)
+    monkeypatch.setattr(hooks, "validation_score", stop_in_restart_2)
     with pytest.raises(ManifoldVAEError, match=r"interrupted in restart 2/3; continue with: "
                                                r"manifold-vae fit --resume"):
         run_fit(config, x, tmp_path / "cut", **quiet)
@@ -367,12 +367,12 @@ def test_restart_phase_errors_name_the_problem(data, tmp_path, monkeypatch, caps
     with the folder named, and restarts that all score non-finite stop the run."""
     import shutil
 
-    from manifold_vae.training import trainer
+    from manifold_vae.training import hooks
 
     setup = ["--steps", "200", "--set", "validation_fraction=0.25", "--set", "restarts=3",
              "--set", "restart_fraction=0.2", "--set", "checkpoint_every=100", "--set", "log_every=20"]
     calls = {"n": 0}
-    score = trainer.validation_score
+    score = hooks.validation_score
 
     def stop_in_third_restart(*a, **k):    # 5th scoring: step 20 of restart2 (40 steps each)
         calls["n"] += 1
@@ -380,7 +380,7 @@ def test_restart_phase_errors_name_the_problem(data, tmp_path, monkeypatch, caps
             os.kill(os.getpid(), signal.SIGTERM)
         return score(*a, **k)
 
-    monkeypatch.setattr(trainer, "validation_score", stop_in_third_restart)
+    monkeypatch.setattr(hooks, "validation_score", stop_in_third_restart)
     assert fit(data, tmp_path / "cut", *setup) == 130
     monkeypatch.undo()
     restarts = tmp_path / "cut" / "restarts"
@@ -391,7 +391,7 @@ def test_restart_phase_errors_name_the_problem(data, tmp_path, monkeypatch, caps
     assert f"{restarts / 'restart1'}: holds a restart of another run" in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
-    monkeypatch.setattr(trainer, "validation_score", lambda *a, **k: None)
+    monkeypatch.setattr(hooks, "validation_score", lambda *a, **k: None)
     assert fit(data, tmp_path / "nan", *setup) == 1
     err = capsys.readouterr().err
     assert "all 3 restarts ended with a non-finite validation score" in err

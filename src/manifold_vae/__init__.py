@@ -7,13 +7,14 @@ models", arXiv:1812.02769: a hidden latent ``z`` (Beta posterior on ``[0,1]^d`` 
 uniform distribution on ``M``, optionally moved by a group-action encoder, then decoded; the KL
 term is computed in hidden space.
 
-Example::
+Example (any encoder and decoder; the latent layer and the likelihood from here)::
 
     >>> import torch, manifold_vae as mv
-    >>> bench = mv.ManifoldBenchmark("S1", dim=100, noise=0.05)
-    >>> x, _ = bench.sample(512)
-    >>> model = mv.VAE(100, "S1", group_action=True)
-    >>> model.loss(x)["loss"].shape
+    >>> latent = mv.ManifoldLatent("S1", group_action=True)
+    >>> encoder = torch.nn.Linear(100, latent.param_dim)
+    >>> decoder = torch.nn.Linear(latent.point_dim, 100)
+    >>> model = mv.VAE(encoder, latent, decoder, mv.GaussianLikelihood(100))
+    >>> model.loss(torch.randn(8, 100))["loss"].shape
     torch.Size([])
 """
 from .data import ManifoldBenchmark, load_matrix
@@ -22,19 +23,21 @@ from .embeddings import (EmbedConfig, ExactEmbedding, LearnedEmbedding, embeddin
                          fit_learned_embedding, load_embedding, save_embedding)
 from .errors import ManifoldVAEError
 from .evaluation import evaluate, true_log_likelihood
+from .latents import LatentOutput, LatentSpec, ManifoldLatent
+from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from .manifolds import Manifold, parse_latent
-from .models import VAE
-from .training.config import FitConfig
-from .training.fit import run_fit
-from .training.runs import load_run
+from .models import ModelConfig, VAE, build_model
+from .training import FitConfig, RunDirectory, load_run, run_fit
 
 __version__ = "0.1.0"
 
-__all__ = ["BoxBeta", "EmbedConfig", "ExactEmbedding", "FitConfig", "HiddenSpace",
-           "HypersphericalUniform", "LearnedEmbedding", "Manifold", "ManifoldBenchmark",
-           "ManifoldVAEError", "VAE", "VonMisesFisher", "discover", "embedding_quality",
-           "evaluate", "fit_learned_embedding", "load_embedding", "load_matrix", "load_run",
-           "parse_latent", "run_fit", "save_embedding", "true_log_likelihood"]
+__all__ = ["BernoulliLikelihood", "BoxBeta", "EmbedConfig", "ExactEmbedding", "FitConfig",
+           "GaussianLikelihood", "HiddenSpace", "HypersphericalUniform", "LatentOutput",
+           "LatentSpec", "LearnedEmbedding", "Likelihood", "Manifold", "ManifoldBenchmark",
+           "ManifoldLatent", "ManifoldVAEError", "ModelConfig", "RunDirectory", "VAE",
+           "VonMisesFisher", "build_model", "discover", "embedding_quality", "evaluate",
+           "fit_learned_embedding", "load_embedding", "load_matrix", "load_run", "parse_latent",
+           "run_fit", "save_embedding", "true_log_likelihood"]
 
 
 def __getattr__(name: str):

@@ -110,11 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/discover", help="output directory")
     _common(p)
 
-    p = sub.add_parser("reproduce", help="the paper's Table 1 on the circle benchmark")
-    p.add_argument("--suite", default="circle", choices=["circle", "manifolds", "peers", "images"],
-                   help="circle: the paper's Table 1; manifolds: S1, S2, T2, SO3 benchmarks; "
-                        "peers: vMF and Power Spherical VAEs beside ER on S1 and S2, then on rotated digits (OUT/digits); images: "
-                        "rotated digits (S1xRk) and rendered rotations (SO3xRk)")
+    from .experiments.suites import SUITES
+
+    p = sub.add_parser("reproduce", help="a reproduction suite (default: the paper's Table 1)")
+    p.add_argument("--suite", default="circle", choices=list(SUITES),
+                   help="; ".join(f"{s.name}: {s.description}" for s in SUITES.values()))
     p.add_argument("--quick", action="store_true", help="small, fast settings (smoke test)")
     p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, manifolds and peers 2; quick: 1)")
     p.add_argument("--steps", type=int, help="training steps per model")
@@ -188,6 +188,10 @@ def cmd_data(args) -> int:
     np.save(out, x.numpy())                      # the data first: the ceiling can take minutes
     sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
     rows = min(args.n, args.ceiling_rows)
+    m = bench.manifold
+    if bench.noise > 0 and rows > 0 and not (m.has_quadrature or m.has_chart):
+        _say(args, f"no true log-likelihood for {m.spec}: it has no quadrature rule and no chart")
+        rows = 0
     if bench.noise > 0 and rows > 0:
         ll, err, how = true_log_likelihood(bench, x[:rows], return_info=True)
         info.update({"true_log_likelihood": float(ll.mean()),
@@ -227,54 +231,29 @@ def _image_data(args) -> int:
 
 
 # ---------------------------------------------------------------------- fit
-def _image_fit_data(path):
-    """``(x_train, x_test, defaults)`` of an image dataset file: its own split, conv networks,
-    Bernoulli likelihood."""
-    import torch
-
-    from .data.images import load_image_dataset
-
-    data = load_image_dataset(path)
-    x = torch.from_numpy(data["x"].astype("float32"))
-    test = torch.from_numpy(data["test"])
-    defaults = {"network": "conv", "likelihood": "bernoulli", "hidden": [256],
-                "image_shape": data["image_shape"].tolist(), "batch_size": 128}
-    return x[~test], x[test], defaults
-
-
 def cmd_fit(args) -> int:
-    from .data import load_matrix, read_sidecar
+    from .data import load_fit_data
     from .progress import training_bar, want_progress
-    from .training.config import FitConfig, config_from
-    from .training.fit import run_fit
-    from .training.runs import resumable_config
-
-    from .data.images import is_image_dataset
+    from .training import FitConfig, RunDirectory, config_from, run_fit
 
     base = None
-    out = Path(args.out) if args.out else None
-    images = is_image_dataset(args.data)
-    if images:
-        if args.test_data:
-            raise UsageError("an image dataset carries its own test split; drop --test-data")
-        x, x_test, base = _image_fit_data(args.data)
     if args.resume:
-        out = Path(args.resume)
-        base = resumable_config(out)
+        base = RunDirectory(args.resume).resumable_config()
+    data = load_fit_data(args.data, args.test_data)
+    if base is None and data.defaults:
+        base = data.defaults
+    # the config is parsed and checked here, before anything is written
     config = config_from(FitConfig, base=base, file=args.config, overrides=args.set,
                          latent=args.latent, embedding=args.embedding,
                          group_action=args.group_action, steps=args.steps, seed=args.seed,
                          device=args.device)
-    if out is None:
-        out = Path("runs") / (config.latent + ("-ga" if config.group_action else ""))
-    if not images:
-        x = load_matrix(args.data)
-        x_test = load_matrix(args.test_data, what="test data") if args.test_data else None
-    data_info = {"data": str(args.data), "test_data": args.test_data}
-    bar = training_bar(f"fit {config.latent}", want_progress(args.quiet))
-    metrics = run_fit(config, x, out, x_test=x_test, sidecar=read_sidecar(args.data),
+    out = Path(args.resume or args.out or
+               Path("runs") / (config.latent.name.replace(":", "-")
+                               + ("-ga" if config.latent.group_action else "")))
+    bar = training_bar(f"fit {config.latent.name}", want_progress(args.quiet))
+    metrics = run_fit(config, data.x, out, x_test=data.x_test, sidecar=data.sidecar,
                       resume=bool(args.resume), force=args.force,
-                      log=lambda m: _say(args, m), progress_factory=bar, data_info=data_info)
+                      log=lambda m: _say(args, m), progress_factory=bar, data_info=data.info)
     if metrics:
         print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_")}))
         _say(args, f"wrote {out}/metrics.json")
@@ -283,24 +262,22 @@ def cmd_fit(args) -> int:
 
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
-    import numpy as np
     import torch
 
-    from .data import load_matrix, read_sidecar
+    from .data import image_fit_data, load_matrix, read_sidecar
+    from .data.images import is_image_dataset
     from .errors import DataError
     from .evaluation import evaluate
+    from .training import RunDirectory
     from .training.fit import ceiling_metrics
-    from .training.runs import load_run, write_json
-
-    from .data.images import is_image_dataset
-    from .training.fit import fixed_binarization
 
     if args.k < 1:
         raise UsageError(f"--k must be a positive integer, got {args.k}")
-    model, config, ckpt = load_run(args.run)
+    run = RunDirectory(args.run)
+    model, config, ckpt = run.load()
     images = is_image_dataset(args.data)
     if images:
-        x_train, x_test, _ = _image_fit_data(args.data)
+        x_train, x_test, _ = image_fit_data(args.data)
         x = x_test if args.split == "test" else torch.cat([x_train, x_test])
     else:
         x = load_matrix(args.data, min_rows=1)
@@ -308,26 +285,23 @@ def cmd_evaluate(args) -> int:
         raise DataError(f"{args.data}: data have {x.shape[1]} columns but the model in {args.run} "
                         f"was trained on {model.data_dim}")
     if args.split == "test" and not images:
-        idx_path = Path(args.run) / "test_index.npy"
-        if not idx_path.is_file():
+        idx = run.test_index()
+        if idx is None:
             raise DataError(f"{args.run} has no test_index.npy (it was trained with --test-data); "
                             f"pass the test file with --split all")
-        idx = torch.from_numpy(np.load(idx_path, allow_pickle=False))
         if int(idx.max()) >= x.shape[0]:
             raise DataError(f"{args.data} has {x.shape[0]} rows; the run's test split needs "
                             f"more — is this the file the run was trained on?")
         x = x[idx]
-    if config.likelihood == "bernoulli":
-        if bool((x < 0).any() or (x > 1).any()):
-            raise DataError(f"{args.data}: the model has a Bernoulli likelihood; data must lie in [0, 1]")
-        x = fixed_binarization(x, seed=config.split_seed)     # the same draw as at training time
+    model.likelihood.check_data(x, f"{args.data}: data")
+    x = model.likelihood.fix_observations(x, seed=config.split_seed)  # as at training time
     ev = evaluate(model, x, k=args.k)
     result = {"run": str(args.run), "data": str(args.data), "split": args.split,
               "test_elbo": ev["elbo"], "test_elbo_stderr": ev["elbo_stderr"],
               "test_iwae": ev["iwae"], "test_iwae_stderr": ev["iwae_stderr"], "iwae_k": args.k,
               "n": ev["n"]}
     result.update(ceiling_metrics(read_sidecar(args.data), x, ev["per_example_iwae"]))
-    write_json(Path(args.run) / "evaluation.json", result)
+    run.write_evaluation(result)
     print(json.dumps(result))
     return 0
 
@@ -358,10 +332,10 @@ def cmd_discover(args) -> int:
 
 # ---------------------------------------------------------------------- embed
 def cmd_embed(args) -> int:
+    from .common.files import write_json
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
-    from .training.runs import write_json
 
     try:
         manifold = parse_latent(args.latent)
@@ -388,48 +362,16 @@ def cmd_embed(args) -> int:
 
 # ---------------------------------------------------------------------- reproduce
 def cmd_reproduce(args) -> int:
-    from .experiments.image_suite import ImageSuiteSettings, reproduce_images
-    from .experiments.manifold_suite import ManifoldSuiteSettings, reproduce_manifolds
-    from .experiments.reproduce import ReproduceSettings, reproduce_circle
+    from .experiments.suites import SUITES
     from .progress import want_progress
 
-    if args.suite == "circle":
-        settings = ReproduceSettings.quick() if args.quick else ReproduceSettings()
-        run = reproduce_circle
-    elif args.suite == "manifolds":
-        settings = ManifoldSuiteSettings.quick() if args.quick else ManifoldSuiteSettings()
-        run = reproduce_manifolds
-    elif args.suite == "peers":
-        settings = ManifoldSuiteSettings.peers_quick() if args.quick else ManifoldSuiteSettings.peers()
-        run = reproduce_manifolds
-    else:
-        settings = ImageSuiteSettings.quick() if args.quick else ImageSuiteSettings()
-        run = reproduce_images
-    if args.seeds is not None:
-        if args.seeds < 1:
-            raise UsageError("--seeds must be positive")
-        settings.seeds = args.seeds
-    if args.steps is not None:
-        if args.steps < 1:
-            raise UsageError("--steps must be positive")
-        if args.suite == "images":
-            settings.digits_steps = settings.renders_steps = args.steps
-        else:
-            settings.steps = args.steps
-            if hasattr(settings, "steps_by_latent"):
-                settings.steps_by_latent = {}
+    for name in ("seeds", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be positive")
+    suite = SUITES[args.suite]
+    settings = suite.settings(args.quick, seeds=args.seeds, steps=args.steps)
     out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
-    run(settings, out, force=args.force, progress=want_progress(args.quiet),
-        log=lambda m: _say(args, m))
-    print((out / "results.md").read_text())
-    if args.suite == "peers":      # and the same rows on rotated digits
-        from .experiments.digit_peers import DigitPeersSettings, reproduce_digit_peers
-
-        digits = DigitPeersSettings.quick() if args.quick else DigitPeersSettings()
-        digits.seeds = settings.seeds
-        if args.steps is not None:
-            digits.steps = args.steps
-        reproduce_digit_peers(digits, out / "digits", force=args.force,
-                              progress=want_progress(args.quiet), log=lambda m: _say(args, m))
-        print((out / "digits" / "results.md").read_text())
+    print(suite.run(settings, out, force=args.force, progress=want_progress(args.quiet),
+                    log=lambda m: _say(args, m)))
     return 0

@@ -91,7 +91,7 @@ AMBIENT = 0.55
 LIGHT = np.array([-0.45, 0.55, -0.70]) / np.linalg.norm([-0.45, 0.55, -0.70])
 
 
-def _object_radius() -> float:
+def object_radius() -> float:
     centres = CUBES - CUBES.mean(0)
     corners = centres[:, None, :] + 0.5 * np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
     return float(np.linalg.norm(corners, axis=-1).max())
@@ -109,7 +109,7 @@ def render(rotations: np.ndarray, *, size: int = 32, supersample: int = 2,
     if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
         raise ValueError(f"rotations must be N×3×3, got {rotations.shape}")
     centres = CUBES - CUBES.mean(0)
-    r = 1.04 * _object_radius()
+    r = 1.04 * object_radius()
     s = size * supersample
     coords = (np.arange(s) + 0.5) / s * 2 * r - r
     u, v = np.meshgrid(coords, -coords)                       # rows run top to bottom

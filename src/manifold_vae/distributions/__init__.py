@@ -3,9 +3,9 @@ from .box import BoxBeta, beta_from_mean_concentration, beta_kl_to_uniform, sque
 from .concat import ConcatIndependent
 from .hidden import HiddenSpace
 from .sphere_uniform import HypersphericalUniform, log_sphere_volume
-from .spherical import SPHERE_FAMILIES, sphere_posterior
+from .spherical import SPHERE_FAMILIES, PowerSpherical, sphere_posterior
 from .vmf import VonMisesFisher
 
-__all__ = ["BoxBeta", "ConcatIndependent", "HiddenSpace", "HypersphericalUniform",
+__all__ = ["BoxBeta", "ConcatIndependent", "HiddenSpace", "HypersphericalUniform", "PowerSpherical",
            "SPHERE_FAMILIES", "VonMisesFisher", "beta_from_mean_concentration",
            "beta_kl_to_uniform", "log_sphere_volume", "sphere_posterior", "squeeze_into_box"]

@@ -13,17 +13,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions.kl import register_kl
-from power_spherical import PowerSpherical
+from power_spherical import PowerSpherical as _PackagePowerSpherical
 
 from .sphere_uniform import HypersphericalUniform, log_sphere_volume
 from .vmf import VonMisesFisher
 
 SPHERE_FAMILIES = ("vmf", "powerspherical")
+
+
+class PowerSpherical(_PackagePowerSpherical):
+    """The ``power-spherical`` package's distribution with the shapes ``torch.distributions``
+    promises — ``batch_shape = loc.shape[:-1]``, ``event_shape = (p,)`` (the package reports both
+    as ``()``) — and ``expand``. Sampling and densities are the package's."""
+
+    def __init__(self, loc: Tensor, scale: Tensor, validate_args=None):
+        super().__init__(loc, scale, validate_args=validate_args)
+        self._batch_shape = torch.broadcast_shapes(loc.shape[:-1], scale.shape)
+        self._event_shape = loc.shape[-1:]
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return PowerSpherical(self.loc.expand(batch_shape + self._event_shape),
+                              self.scale.expand(batch_shape))
 MAX_CONCENTRATION = 1e5
 
 
-@register_kl(PowerSpherical, HypersphericalUniform)
-def _kl_powerspherical_uniform(p: PowerSpherical, q: HypersphericalUniform) -> Tensor:
+@register_kl(_PackagePowerSpherical, HypersphericalUniform)
+def _kl_powerspherical_uniform(p: _PackagePowerSpherical, q: HypersphericalUniform) -> Tensor:
     return -p.entropy() + log_sphere_volume(q.p)
 
 

@@ -40,10 +40,10 @@ _TRUNCATE = 40.0     # drop the part of the integral where g(s)/g(w) < e^{-40}
 
 
 @functools.lru_cache(maxsize=None)
-def _gauss_legendre_01(n: int) -> tuple[Tensor, Tensor]:
-    """Gauss–Legendre nodes and weights on ``[0, 1]`` (float64)."""
+def _gauss_legendre_01(n: int, device: torch.device = torch.device("cpu")) -> tuple[Tensor, Tensor]:
+    """Gauss–Legendre nodes and weights on ``[0, 1]`` (float64, on ``device``)."""
     x, w = np.polynomial.legendre.leggauss(n)
-    return torch.from_numpy((x + 1) / 2), torch.from_numpy(w / 2)
+    return (torch.from_numpy((x + 1) / 2).to(device), torch.from_numpy(w / 2).to(device))
 
 
 def vmf_w_kappa_derivative(u: Tensor, kappa: Tensor, p: int, *, nodes: int = 64,
@@ -66,7 +66,7 @@ def vmf_w_kappa_derivative(u: Tensor, kappa: Tensor, p: int, *, nodes: int = 64,
     hi = torch.where(left, u, (u + span).clamp_max(2.0))
     # substitution t -> u clustering nodes at a singular endpoint (u = 0 on the left, 2 on the right)
     at_end = torch.where(left, lo <= 0, hi >= 2)
-    t, wt = _gauss_legendre_01(nodes)
+    t, wt = _gauss_legendre_01(nodes, u.device)
     t = t.reshape((nodes,) + (1,) * u.dim())
     wt = wt.reshape((nodes,) + (1,) * u.dim())
     width = hi - lo
@@ -90,7 +90,7 @@ def _circle_u_kappa_derivative(u: Tensor, kappa: Tensor, mean: Tensor, nodes: in
     theta_w = 2 * torch.asin(torch.sqrt(u / 2).clamp_max(1.0))
     cos_w = 1 - u
     end = torch.acos((cos_w - _TRUNCATE / kappa).clamp(-1.0, 1.0))
-    t, wt = _gauss_legendre_01(nodes)
+    t, wt = _gauss_legendre_01(nodes, u.device)
     t = t.reshape((nodes,) + (1,) * u.dim())
     wt = wt.reshape((nodes,) + (1,) * u.dim())
     theta = theta_w + (end - theta_w) * t
@@ -127,21 +127,23 @@ def sample_vmf_u(kappa: Tensor, p: int, shape: torch.Size, generator=None) -> Te
     b = d / (2 * kappa + root)
     a = (d + 2 * kappa + root) / 4
     dd = 4 * a * b / (1 + b) - d * math.log(d)
-    beta = torch.distributions.Beta(torch.tensor(d / 2, dtype=torch.float64),
-                                    torch.tensor(d / 2, dtype=torch.float64))
-    out = torch.empty(shape, dtype=torch.float64)
-    todo = torch.ones(shape, dtype=torch.bool)
+    half_d = kappa.new_full((), d / 2)
+    beta = torch.distributions.Beta(half_d, half_d)
+    out = torch.empty(shape, dtype=torch.float64, device=kappa.device)
+    todo = torch.ones(shape, dtype=torch.bool, device=kappa.device)
     for _ in range(1000):
         n = int(todo.sum())
         if n == 0:
             return out
         if generator is None:
             eps = beta.sample((n,))
-            logu = torch.log(torch.rand(n, dtype=torch.float64))
-        else:
-            eps = torch._sample_dirichlet(torch.full((n, 2), d / 2, dtype=torch.float64),
-                                          generator)[:, 0]
-            logu = torch.log(torch.rand(n, dtype=torch.float64, generator=generator))
+            logu = torch.log(torch.rand(n, dtype=torch.float64, device=kappa.device))
+        else:       # drawn where the generator lives, then moved to the samples' device
+            gdev = generator.device
+            eps = torch._sample_dirichlet(torch.full((n, 2), d / 2, dtype=torch.float64,
+                                                     device=gdev), generator)[:, 0].to(kappa.device)
+            logu = torch.log(torch.rand(n, dtype=torch.float64, generator=generator,
+                                        device=gdev)).to(kappa.device)
         bb, aa, ddd = b[todo], a[todo], dd[todo]
         den = 1 - (1 - bb) * eps
         u = 2 * bb * eps / den                        # 1 - w
@@ -189,6 +191,11 @@ class VonMisesFisher(Distribution):
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
         super().__init__(batch_shape, loc.shape[-1:], validate_args=validate_args)
 
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return VonMisesFisher(self.loc.expand(batch_shape + (self.p,)),
+                              self.concentration.expand(batch_shape))
+
     @property
     def _v(self) -> float:
         return self.p / 2 - 1
@@ -216,10 +223,11 @@ class VonMisesFisher(Distribution):
         mean = self._ratio.detach().expand(self.batch_shape)
         u = _ImplicitU.apply(kappa, u.to(self.loc.dtype), self.p, mean)
         if generator is None:
-            tangent = torch.randn(shape[:-1] + (self.p - 1,), dtype=self.loc.dtype)
+            tangent = torch.randn(shape[:-1] + (self.p - 1,), dtype=self.loc.dtype,
+                                  device=self.loc.device)
         else:
             tangent = torch.randn(shape[:-1] + (self.p - 1,), dtype=self.loc.dtype,
-                                  generator=generator)
+                                  generator=generator, device=generator.device).to(self.loc.device)
         tangent = tangent / tangent.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         radial = torch.sqrt((u * (2 - u)).clamp_min(0)).unsqueeze(-1)
         x = torch.cat([(1 - u).unsqueeze(-1), radial * tangent], -1)

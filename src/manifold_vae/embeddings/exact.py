@@ -17,3 +17,6 @@ class ExactEmbedding(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.manifold.exact_map(z)
+
+    def arch(self) -> dict:
+        return {"kind": "exact"}

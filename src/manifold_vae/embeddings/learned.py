@@ -36,9 +36,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..common.files import atomic_torch_save, safe_torch_load
+from ..common.mlp import MLP
 from ..errors import CheckpointError
-from ..manifolds import Manifold, parse_latent
-from ..models.networks import MLP
+from ..manifolds import Manifold, Product, parse_latent
 from .mmd import DEFAULT_SCALE_FACTORS, imq_mmd2_loss, imq_scales
 
 EMBEDDING_FORMAT = "manifold-vae/embedding"
@@ -70,8 +71,6 @@ class EmbedConfig:
 
 def compact_part(manifold: Manifold) -> Manifold | None:
     """The product of the compact factors of ``manifold`` (``None`` if it has none)."""
-    from ..manifolds import Product
-
     factors = [f for f in manifold.factors() if f.compact]
     if not factors:
         return None
@@ -118,6 +117,17 @@ class LearnedEmbedding(nn.Module):
     def encode(self, m: Tensor) -> Tensor:
         """``E(m)`` for points ``m`` of the compact factors."""
         return torch.sigmoid(self.encoder(m))
+
+    def arch(self) -> dict:
+        """The architecture in plain data (saved with checkpoints; :meth:`from_arch` rebuilds)."""
+        return {"kind": "learned", "hidden": list(self.hidden), "activation": self.activation,
+                "encoder_activation": self.encoder_activation}
+
+    @classmethod
+    def from_arch(cls, manifold: Manifold | str, arch: dict) -> "LearnedEmbedding":
+        """An untrained embedding of the saved architecture, to receive saved weights."""
+        return cls(parse_latent(manifold), arch["hidden"], arch["activation"],
+                   encoder_activation=arch.get("encoder_activation", arch["activation"]))
 
 
 def _check_config(config: EmbedConfig) -> None:
@@ -251,14 +261,10 @@ def fit_learned_embedding(config: EmbedConfig, *,
 def save_embedding(emb: LearnedEmbedding, directory: str | os.PathLike, *,
                    report: dict | None = None, config: EmbedConfig | None = None) -> Path:
     """Write ``directory/embedding.pt`` (tensors and plain data only, loadable with weights_only)."""
-    from ..training.checkpoint import atomic_torch_save
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"format": EMBEDDING_FORMAT, "version": 1, "manifold": emb.manifold.spec,
-               "hidden": list(emb.hidden), "activation": emb.activation,
-               "encoder_activation": emb.encoder_activation,
-               "state_dict": emb.state_dict(), "report": report or {},
+               **emb.arch(), "state_dict": emb.state_dict(), "report": report or {},
                "config": dataclasses.asdict(config) if config else {}}
     path = directory / EMBEDDING_FILE
     atomic_torch_save(payload, path)
@@ -272,8 +278,6 @@ def load_embedding(path: str | os.PathLike, *, expect: Manifold | str | None = N
     Raises ``CheckpointError`` if the file is unsafe, corrupt, or made for a manifold other
     than ``expect``.
     """
-    from ..training.checkpoint import safe_torch_load
-
     path = Path(path)
     if path.is_dir():
         path = path / EMBEDDING_FILE
@@ -286,9 +290,7 @@ def load_embedding(path: str | os.PathLike, *, expect: Manifold | str | None = N
         if want != spec:
             raise CheckpointError(f"{path}: embedding was trained for {spec}, but the model's "
                                   f"latent is {want}")
-    emb = LearnedEmbedding(parse_latent(spec), payload["hidden"], payload["activation"],
-                           encoder_activation=payload.get("encoder_activation",
-                                                          payload["activation"]))
+    emb = LearnedEmbedding.from_arch(spec, payload)
     try:
         emb.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as err:

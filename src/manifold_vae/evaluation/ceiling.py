@@ -70,6 +70,8 @@ def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-
     if method == "auto":
         method = "importance" if _needs_importance(bench, x) else "quadrature"
     if method == "importance":
+        if not bench.manifold.has_chart:
+            raise ValueError(f"{bench.latent}: no chart for importance sampling")
         ll, err = adaptive_importance_log_likelihood(bench, x)
         return (ll, err, {"method": "adaptive importance sampling"}) if return_info else (ll, err)
     ll, err = _quadrature(bench, x, tol, start_level, max_level)
@@ -78,6 +80,9 @@ def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-
 
 def _quadrature(bench, x, tol, start_level, max_level):
     manifold = bench.manifold
+    if not manifold.has_quadrature:
+        raise ValueError(f"{bench.latent}: no quadrature rule and no chart, so no true "
+                         "log-likelihood can be computed for these data")
     lo, hi = manifold.quadrature_levels()
     level = lo if start_level is None else start_level
     max_level = hi if max_level is None else max_level
@@ -98,7 +103,7 @@ def _quadrature(bench, x, tol, start_level, max_level):
 def _needs_importance(bench: ManifoldBenchmark, x: Tensor) -> bool:
     """Importance sampling for manifolds of dimension ≥ 3 that have a chart (``SO3``): their
     quasi-Monte-Carlo rules need ~(1/width)³ nodes to resolve a narrow posterior."""
-    return hasattr(bench.manifold, "chart_exp") and bench.manifold.dim >= 3
+    return bench.manifold.has_chart and bench.manifold.dim >= 3
 
 
 def _log_normal(v: Tensor, chol: Tensor) -> Tensor:
@@ -149,7 +154,7 @@ def adaptive_importance_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *,
             """Density relative to U(M) of ``chart_exp(c, N(0, LLᵀ))``: a sum over the chart
             vectors that reach the same point (all of them, where the chart wraps around)."""
             v = manifold.chart_log(centers[:, None, :].expand_as(m), m)
-            vs = manifold.chart_aliases(v) if hasattr(manifold, "chart_aliases") else v[None]
+            vs = manifold.chart_aliases(v)
             terms = [_log_normal(va, chol) - manifold.chart_log_uniform_density(va) for va in vs]
             return torch.logsumexp(torch.stack(terms), 0)
 

@@ -29,7 +29,6 @@ higher IWAE.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -39,13 +38,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..common.files import write_json
 from ..data.io import train_test_split
 from ..errors import DataError, UsageError
 from ..manifolds import parse_latent
-from ..training.config import FitConfig
-from ..training.runs import METRICS, write_json
+from ..training import FitConfig, RunDirectory, load_run
+from .engine import Job, run_jobs
 from .figures import plot_bars, plot_latent_embedding
-from .reproduce import run_jobs
 
 DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
 Z_THRESHOLD = 2.0
@@ -102,15 +101,12 @@ def parse_candidates(candidates: Sequence[str] | str) -> list[str]:
 def candidate_config(spec: str, budget: Budget, seed: int) -> FitConfig:
     """The best ER configuration of a candidate (see the module docstring)."""
     m = parse_latent(spec)
-    exact = True
-    try:
-        m.exact_map(torch.full((1, m.dim), 0.5))
-    except (NotImplementedError, ValueError):
-        exact = False
-    ga = m.group_param_dim > 0 and exact and all(f.compact for f in m.factors())
+    exact = m.has_exact_map
+    ga = m.has_group and exact and all(f.compact for f in m.factors())
     return FitConfig(latent=spec, embedding="exact" if exact else "learned", group_action=ga,
-                     init_concentration=INIT_CONCENTRATION, hidden=list(budget.hidden), steps=budget.steps, batch_size=budget.batch_size,
-                     iwae_k=budget.iwae_k, seed=seed, checkpoint_every=max(1, budget.steps // 4),
+                     init_concentration=INIT_CONCENTRATION, hidden=list(budget.hidden),
+                     steps=budget.steps, batch_size=budget.batch_size, iwae_k=budget.iwae_k,
+                     seed=seed, checkpoint_every=max(1, budget.steps // 4),
                      validation_fraction=budget.validation_fraction)
 
 
@@ -152,7 +148,8 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
         for seed in range(budget.seeds):
             run_dir = out / "candidates" / spec / f"seed{seed}"
             dirs.setdefault(spec, []).append(run_dir)
-            jobs.append((f"{spec} seed {seed}", candidate_config(spec, budget, seed), run_dir, str(split)))
+            jobs.append(Job(f"{spec} seed {seed}", candidate_config(spec, budget, seed), run_dir,
+                            str(split)))
     log(f"discovery over {', '.join(specs)}: {len(x_train)} train / {len(x_test)} test rows, "
         f"budget {budget_name} ({budget.steps} steps, K={budget.iwae_k}, {budget.seeds} seed(s))")
     run_jobs(jobs, workers, out, force=False, progress=progress, log=log)
@@ -164,8 +161,6 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
               [2 * r["test_iwae_stderr"] for r in result["ranking"]], out / "iwae.png",
               ylabel="test IWAE (nats/example, ± 2 s.e.)")
     if labels is not None:
-        from ..training.runs import load_run
-
         kept = next(r for r in result["ranking"] if r["latent"] == result["best"])
         model = load_run(dirs[result["best"]][kept.get("selected_seed", 0)])[0]
         plot_latent_embedding(model, x_test, np.asarray(labels)[test_idx.numpy()],
@@ -186,8 +181,8 @@ def _same_arrays(path: Path, arrays: dict) -> bool:
 def _rank(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
     per, rows = {}, []
     for spec in specs:
-        metrics = [json.loads((d / METRICS).read_text()) for d in dirs[spec]]
-        per_seed = [torch.from_numpy(np.load(d / "test_per_example.npy"))[1] for d in dirs[spec]]
+        metrics = [RunDirectory(d).read_metrics() for d in dirs[spec]]
+        per_seed = [RunDirectory(d).per_example()[1] for d in dirs[spec]]
         val = [m.get("validation_iwae") for m in metrics]
         if any(v is not None for v in val):
             # restarts: keep the seed with the best validation score (the test rows stay unseen)

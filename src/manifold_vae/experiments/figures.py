@@ -4,12 +4,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a figure is first drawn (importing
+    it costs a second, which commands that draw nothing should not pay)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -23,6 +29,7 @@ def plot_latents(models: dict, x, angle, path: Path, *, title: str = "") -> None
     2-D latents (the circle, R2) are drawn as points in the plane; 1-D latents (R1) as the
     latent coordinate against the true angle.
     """
+    plt = _pyplot()
     rows, cols = _grid(len(models))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4 * rows), squeeze=False,
                              layout="constrained")
@@ -51,6 +58,7 @@ def plot_latents(models: dict, x, angle, path: Path, *, title: str = "") -> None
 
 def plot_embedding(embedding, manifold, path: Path, *, n: int = 400) -> None:
     """The learned map ``f`` on a grid of the hidden space against the true manifold."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     if manifold.dim == 1 and manifold.ambient_dim == 2:
         z = torch.linspace(0, 1, n).unsqueeze(-1)
@@ -76,6 +84,7 @@ def plot_embedding(embedding, manifold, path: Path, *, n: int = 400) -> None:
 
 def plot_curves(histories: dict, path: Path, *, ceiling: float | None = None) -> None:
     """Training ELBO (per example, running mean over each logging interval) against step."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     lows = []
     for name, rows in histories.items():
@@ -99,6 +108,7 @@ def plot_curves(histories: dict, path: Path, *, ceiling: float | None = None) ->
 
 def plot_bars(names, means, errs, path: Path, *, ceiling: float | None = None,
               ylabel: str = "test IWAE (nats/example)") -> None:
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
     ax.bar(range(len(names)), means, yerr=errs, capsize=4, color="tab:blue")
     if ceiling is not None:
@@ -117,6 +127,7 @@ def plot_bars(names, means, errs, path: Path, *, ceiling: float | None = None,
 
 def plot_grouped_bars(groups, labels, values, errs, path: Path, *, ylabel: str = "") -> None:
     """Bars of ``values[i][j]`` (series ``labels[i]``, group ``groups[j]``) with error bars."""
+    plt = _pyplot()
     n = len(labels)
     width = 0.8 / n
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
@@ -136,6 +147,7 @@ def plot_grouped_bars(groups, labels, values, errs, path: Path, *, ylabel: str =
 def plot_latent_embedding(model, x, labels, path: Path, *, title: str = "") -> None:
     """Posterior latent points of ``x`` (``model.embed``), coloured by ``labels``: the ambient
     coordinates when they are 2-D, otherwise their first two principal components."""
+    plt = _pyplot()
     with torch.no_grad():
         m = model.embed(x).double()
     if m.shape[1] == 1:
@@ -159,6 +171,7 @@ def plot_latent_embedding(model, x, labels, path: Path, *, title: str = "") -> N
 
 def plot_image_grid(rows, path: Path, *, image_shape, row_labels=(), title: str = "") -> None:
     """A grid of images: ``rows`` is a list of equal-length lists (or arrays) of flat images."""
+    plt = _pyplot()
     c, h, w = (int(s) for s in image_shape)
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.75 * n_cols + 0.9, 0.75 * n_rows + 0.4),
@@ -184,6 +197,7 @@ def plot_image_grid(rows, path: Path, *, image_shape, row_labels=(), title: str 
 
 def plot_angle_recovery(true_angle, learned_angle, labels, path: Path, *, title: str = "") -> None:
     """Learned (aligned) circle angle against the true angle, in degrees, coloured by class."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     t = np.degrees(np.mod(true_angle, 2 * np.pi))
     l = np.degrees(np.mod(learned_angle, 2 * np.pi))
@@ -205,6 +219,7 @@ def plot_angle_recovery(true_angle, learned_angle, labels, path: Path, *, title:
 
 def plot_error_histogram(errors_deg, path: Path, *, xlabel: str, title: str = "") -> None:
     """Histogram of recovery errors in degrees, with the median marked."""
+    plt = _pyplot()
     errors_deg = np.asarray(errors_deg, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.hist(errors_deg, bins=60, range=(0, 180), color="tab:blue", alpha=0.8)

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Manifold, as_complex, safe_normalize
+from .base import ExactMap, GroupAction, Manifold, Quadrature, as_complex, safe_normalize
 
 
 def rotation_2d(cos: Tensor, sin: Tensor) -> Tensor:
@@ -60,7 +60,7 @@ class _RotatedCircleMap(torch.autograd.Function):
         return gz, gv
 
 
-class Circle(Manifold):
+class Circle(Manifold, ExactMap, GroupAction, Quadrature):
     """The unit circle ``S^1`` in ``R^2``; group ``SO(2)`` acting by rotation.
 
     Example::

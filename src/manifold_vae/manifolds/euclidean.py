@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Manifold
+from .base import ExactMap, Manifold, Quadrature
 
 
-class Euclidean(Manifold):
+class Euclidean(Manifold, ExactMap, Quadrature):
     """``R^k`` with the identity embedding (Kingma & Welling 2014, arXiv:1312.6114)."""
 
     compact = False
@@ -23,6 +23,10 @@ class Euclidean(Manifold):
             raise ValueError(f"R{k}: the dimension must be at least 1")
         self.dim = self.ambient_dim = int(k)
         self.spec = f"R{self.dim}"
+
+    @property
+    def has_quadrature(self) -> bool:
+        return self.dim <= 2
 
     def volume(self) -> float:
         return float("inf")
@@ -38,7 +42,7 @@ class Euclidean(Manifold):
         """Rule for ``E_{m~N(0,I)}``: trapezoid on ``[-9, 9]^k`` with ``2^level`` nodes per axis
         (``k ≤ 2``), weights ``φ(m) h^k`` normalized (the mass beyond 9σ is below 1e-18)."""
         if self.dim > 2:
-            raise NotImplementedError(f"{self.spec}: no quadrature rule beyond R2")
+            raise ValueError(f"{self.spec}: no quadrature rule beyond R2 (has_quadrature is False)")
         n = 2 ** int(level)
         t = torch.linspace(-9.0, 9.0, n, dtype=torch.float64)
         grids = torch.meshgrid(*([t] * self.dim), indexing="ij")
@@ -48,7 +52,7 @@ class Euclidean(Manifold):
 
     def quadrature_levels(self):
         if self.dim > 2:
-            raise NotImplementedError(f"{self.spec}: no quadrature rule beyond R2")
+            raise ValueError(f"{self.spec}: no quadrature rule beyond R2 (has_quadrature is False)")
         return (10, 18) if self.dim == 1 else (7, 11)
 
     def project(self, x: Tensor) -> Tensor:

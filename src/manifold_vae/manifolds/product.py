@@ -13,11 +13,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .base import Manifold
+from .base import ExactMap, GroupAction, Manifold
 
 
-class Product(Manifold):
-    """Cartesian product ``M_1 × … × M_r`` of manifolds."""
+class Product(Manifold, ExactMap, GroupAction):
+    """Cartesian product ``M_1 × … × M_r`` of manifolds: it has an exact map when every factor
+    has one and a group when any factor has one (the others are left as they are)."""
 
     def __init__(self, factors: Sequence[Manifold]):
         if len(factors) < 2:
@@ -33,6 +34,22 @@ class Product(Manifold):
         return self._factors
 
     @property
+    def has_exact_map(self) -> bool:
+        return all(f.has_exact_map for f in self._factors)
+
+    @property
+    def has_group(self) -> bool:
+        return any(f.has_group for f in self._factors)
+
+    @property
+    def has_quadrature(self) -> bool:
+        return False
+
+    @property
+    def has_chart(self) -> bool:
+        return False
+
+    @property
     def hidden_kinds(self):
         return tuple(k for f in self._factors for k in f.hidden_kinds)
 
@@ -46,11 +63,18 @@ class Product(Manifold):
         return torch.cat([f.sample_uniform(n, generator=generator, dtype=dtype)
                           for f in self._factors], -1)
 
+    def sample_prior(self, n, *, generator=None, dtype=torch.float32):
+        """Each factor's own prior (``U`` on compact factors, ``N(0, I)`` on Euclidean ones)."""
+        return torch.cat([f.sample_prior(n, generator=generator, dtype=dtype)
+                          for f in self._factors], -1)
+
     def project(self, x):
         parts = self._split(x, [f.ambient_dim for f in self._factors])
         return torch.cat([f.project(p) for f, p in zip(self._factors, parts)], -1)
 
     def exact_map(self, z):
+        if not self.has_exact_map:
+            raise ValueError(f"{self.spec}: a factor has no exact map; use a learned embedding")
         parts = self._split(z, [f.dim for f in self._factors])
         return torch.cat([f.exact_map(p) for f, p in zip(self._factors, parts)], -1)
 

@@ -60,7 +60,7 @@ def quaternion_to_matrix(q: Tensor) -> Tensor:
     ``R = (w² - |v|²) I + 2 v vᵀ + 2 w [v]_×`` is a quadratic form in ``q``: one outer product and
     one matrix product (two autograd nodes instead of dozens of elementwise ones)."""
     outer = (q.unsqueeze(-1) * q.unsqueeze(-2)).reshape(*q.shape[:-1], 16)
-    return (outer @ _QUAT_TO_MAT.to(q.dtype)).reshape(*q.shape[:-1], 3, 3)
+    return (outer @ _QUAT_TO_MAT.to(device=q.device, dtype=q.dtype)).reshape(*q.shape[:-1], 3, 3)
 
 
 def haar_rotations(n: int, dim: int, *, generator=None, dtype=torch.float32) -> Tensor:

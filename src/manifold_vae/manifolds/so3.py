@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Manifold
+from .base import Chart, ExactMap, GroupAction, Manifold, Quadrature
 from .rotations import haar_rotations, quaternion_to_matrix, rotation_from_6d
 
 
@@ -80,7 +80,7 @@ def matrix_to_quaternion(r: Tensor) -> Tensor:
     return row / row.norm(dim=-1, keepdim=True)
 
 
-class SO3(Manifold):
+class SO3(Manifold, ExactMap, GroupAction, Quadrature, Chart):
     """Rotations of ``R^3``; group ``SO(3)`` by left multiplication."""
 
     spec = "SO3"

@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Manifold, safe_normalize
+from .base import ExactMap, GroupAction, Manifold, Quadrature, safe_normalize
 from .rotations import haar_rotations, rotation_from_6d, rotation_from_matrix
 
 
@@ -67,7 +67,7 @@ def _stick_breaking_sphere(z: Tensor, n: int) -> Tensor:
     return torch.cat([planes, root_rest[..., -1:] * (1 - 2 * z[..., -1:])], -1)
 
 
-class Sphere(Manifold):
+class Sphere(Manifold, ExactMap, GroupAction, Quadrature):
     """The unit sphere ``S^n`` (n >= 2; ``S1`` is :class:`~.circle.Circle`)."""
 
     def __init__(self, n: int):
@@ -80,8 +80,8 @@ class Sphere(Manifold):
         self.group_param_dim = 6 if n == 2 else (n + 1) ** 2
 
     @property
-    def has_exact_map(self) -> bool:
-        return True
+    def has_quadrature(self) -> bool:
+        return self.n == 2
 
     def volume(self) -> float:
         return sphere_volume(self.n)
@@ -117,7 +117,7 @@ class Sphere(Manifold):
     def quadrature(self, level: int):
         """``S^2``: Gauss–Legendre in ``cos ϑ`` (2^level nodes) × trapezoid in ``φ`` (2^(level+1))."""
         if self.n != 2:
-            raise NotImplementedError(f"{self.spec}: no quadrature rule")
+            raise ValueError(f"{self.spec}: no quadrature rule (has_quadrature is False)")
         import numpy as np
 
         nt = 2 ** int(level)
@@ -134,5 +134,5 @@ class Sphere(Manifold):
 
     def quadrature_levels(self):
         if self.n != 2:
-            raise NotImplementedError(f"{self.spec}: no quadrature rule")
+            raise ValueError(f"{self.spec}: no quadrature rule (has_quadrature is False)")
         return 6, 10

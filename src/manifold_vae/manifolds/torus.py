@@ -11,11 +11,11 @@ import math
 import torch
 from torch import Tensor
 
-from .base import Manifold, as_complex, safe_normalize
+from .base import ExactMap, GroupAction, Manifold, Quadrature, as_complex, safe_normalize
 from .circle import rotation_2d
 
 
-class Torus(Manifold):
+class Torus(Manifold, ExactMap, GroupAction, Quadrature):
     """The flat torus ``T^k`` embedded as a product of ``k`` unit circles."""
 
     def __init__(self, k: int):
@@ -25,6 +25,10 @@ class Torus(Manifold):
         self.k = k
         self.dim, self.ambient_dim, self.group_param_dim = k, 2 * k, 2 * k
         self.spec = f"T{k}"
+
+    @property
+    def has_quadrature(self) -> bool:
+        return self.k <= 3
 
     def _pairs(self, x: Tensor) -> Tensor:
         return x.reshape(*x.shape[:-1], self.k, 2)
@@ -64,7 +68,7 @@ class Torus(Manifold):
     def quadrature(self, level: int):
         """Product periodic trapezoid rule, ``2^level`` angles per circle (k <= 3)."""
         if self.k > 3:
-            raise NotImplementedError(f"{self.spec}: no quadrature rule for k > 3")
+            raise ValueError(f"{self.spec}: no quadrature rule for k > 3 (has_quadrature is False)")
         n = 2 ** int(level)
         grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) / n] * self.k, indexing="ij")
         z = torch.stack([g.reshape(-1) for g in grids], -1)
@@ -72,5 +76,5 @@ class Torus(Manifold):
 
     def quadrature_levels(self):
         if self.k > 3:
-            raise NotImplementedError(f"{self.spec}: no quadrature rule for k > 3")
+            raise ValueError(f"{self.spec}: no quadrature rule for k > 3 (has_quadrature is False)")
         return {1: (8, 20), 2: (6, 10), 3: (4, 7)}[self.k]

@@ -1,4 +1,16 @@
-"""Plain networks shared by every model, so that comparisons between latent spaces are fair."""
+"""Ready-made encoder/decoder pairs: what the command line's network names build.
+
+``NETWORKS[name](data_dim, latent, config)`` returns ``(encoder, decoder)`` for a
+:class:`~manifold_vae.latents.ManifoldLatent` and a :class:`~.config.ModelConfig`:
+
+* ``mlp``: MLP encoder and decoder (hidden widths reversed in the decoder);
+* ``conv``: stride-2 conv encoder and its mirror (images, ``image_shape``);
+* ``conv-rotate``: conv encoder and a decoder equivariant to planar rotations;
+* ``splat``: conv encoder and a decoder that turns a learned 3D object.
+
+The same pair serves every latent space, so comparisons between latent spaces are fair. Any other
+module works as well: :class:`~.vae.VAE` takes whatever encoder and decoder it is given.
+"""
 from __future__ import annotations
 
 import math
@@ -8,43 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..common.mlp import MLP, activation_class
 from ..manifolds.rotations import rotation_from_6d
-
-
-ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "elu": nn.ELU}
-
-
-def activation_class(name: str) -> type[nn.Module]:
-    """The activation module class called ``name``; ValueError naming the choices otherwise."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]
-
-
-class MLP(nn.Sequential):
-    """``in -> [Linear -> ReLU] * len(hidden) -> Linear -> out``.
-
-    Example::
-
-        >>> MLP(100, [256, 256], 4)(torch.zeros(8, 100)).shape
-        torch.Size([8, 4])
-    """
-
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, *,
-                 activation: str = "relu", zero_last: bool = False):
-        act = activation_class(activation)
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), act()]
-            width = h
-        last = nn.Linear(width, out_dim)
-        if zero_last:
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-        layers.append(last)
-        super().__init__(*layers)
-        self.in_dim, self.out_dim, self.hidden = in_dim, out_dim, list(hidden)
 
 
 def _conv_sizes(image_shape: Sequence[int], n_layers: int) -> tuple[int, int, int]:
@@ -89,6 +66,8 @@ class ConvDecoder(nn.Module):
     """``(…, in) -> (…, C·H·W)``: an MLP to a ``channels[-1] × H/2^L × W/2^L`` grid, then stride-2
     4×4 transposed convolutions back to the image (mirror of :class:`ConvEncoder`)."""
 
+    max_eval_rows = 4096       # rows per IWAE chunk: feature maps are large
+
     def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
                  channels: Sequence[int] = (32, 64), activation: str = "relu"):
         super().__init__()
@@ -125,6 +104,8 @@ class RotatingConvDecoder(nn.Module):
     space: on ``S1xRk`` the circle is the angle and ``r = 1``; a Gaussian ``R^{1+k}`` or a
     spherical ``S^{1+k}`` latent uses its first two coordinates in polar form (``r`` then acts as
     one more style coordinate), so all have ``k`` coordinates for everything but the angle."""
+
+    max_eval_rows = 4096
 
     def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
                  channels: Sequence[int] = (32, 64), activation: str = "relu"):
@@ -167,6 +148,8 @@ class SplatDecoder(nn.Module):
     half-resolution grid (coverage, depth-weighted albedo and mean depth channels, a soft
     z-buffer), then refined to logits by a small conv net that also sees an MLP embedding of
     ``m`` (anything a rotation does not explain). Cost is O(points × pixels) per image."""
+
+    max_eval_rows = 2048
 
     def __init__(self, in_dim: int, hidden: Sequence[int], image_shape: Sequence[int], *,
                  points: int = 128, activation: str = "relu"):
@@ -254,3 +237,44 @@ class SymmetrizedEncoder(nn.Module):
         back = torch.stack([c * vx + s * vy, -s * vx + c * vy], -1)
         res = torch.cat([out[..., :i], back, out[..., i + 2:]], -1).mean(0)
         return res.reshape(*lead, -1)
+
+
+# ---------------------------------------------------------------------- ready-made pairs
+def mlp_networks(data_dim: int, latent, config) -> tuple[nn.Module, nn.Module]:
+    """MLP encoder ``D -> hidden -> latent.param_dim`` and decoder ``point_dim -> reversed hidden
+    -> D``."""
+    encoder = MLP(data_dim, config.hidden, latent.param_dim, activation=config.activation)
+    decoder = MLP(latent.point_dim, list(config.hidden)[::-1], data_dim,
+                  activation=config.activation)
+    return encoder, decoder
+
+
+def _image_networks(decoder_cls):
+    def build(data_dim: int, latent, config) -> tuple[nn.Module, nn.Module]:
+        shape = config.image_shape
+        if not shape:
+            raise ValueError(f"network={config.network!r} needs image_shape (channels, height, width)")
+        if math.prod(int(s) for s in shape) != int(data_dim):
+            raise ValueError(f"image_shape {list(shape)} has {math.prod(int(s) for s in shape)} "
+                             f"pixels but the data have {data_dim} columns")
+        encoder = ConvEncoder(shape, config.hidden, latent.param_dim,
+                              channels=config.conv_channels, activation=config.activation)
+        slot = latent.turning_slot()
+        if config.encoder_symmetry > 1 and slot is not None:
+            encoder = SymmetrizedEncoder(encoder, config.encoder_symmetry, slot)
+        # the splat decoder has no convolution stack to size: it takes no channels
+        sizes = {} if decoder_cls is SplatDecoder else {"channels": config.conv_channels}
+        decoder = decoder_cls(latent.point_dim, list(config.hidden)[::-1], shape,
+                              activation=config.activation, **sizes)
+        return encoder, decoder
+    build.__doc__ = (f"Conv encoder (stride-2 convolutions, then an MLP head) and a "
+                     f"{decoder_cls.__name__}.")
+    return build
+
+
+NETWORKS = {
+    "mlp": mlp_networks,
+    "conv": _image_networks(ConvDecoder),
+    "conv-rotate": _image_networks(RotatingConvDecoder),
+    "splat": _image_networks(SplatDecoder),
+}

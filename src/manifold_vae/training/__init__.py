@@ -1,6 +1,6 @@
-"""Configuration, the training loop, checkpoints, run directories, multi-process training."""
+"""The run config, the training loop and its hooks, run directories, multi-process training."""
 from .config import FitConfig, config_from
 from .fit import run_fit
-from .runs import load_run
+from .rundir import RunDirectory, load_run
 
-__all__ = ["FitConfig", "config_from", "run_fit", "load_run"]
+__all__ = ["FitConfig", "RunDirectory", "config_from", "load_run", "run_fit"]

@@ -1,67 +1,34 @@
-"""``fit``: one training run from data to ``metrics.json`` (what the CLI's ``fit`` calls)."""
+"""``fit``: one training run from data to ``metrics.json`` (what the CLI's ``fit`` calls).
+
+Everything is checked before anything is written: the config (when it was made), the data
+against the likelihood and the model (columns, value ranges, image shape), the model itself (built
+once as a skeleton), and the run directory (another run there is refused). Then the run writes
+``config.json``, trains (the restart phase first, when asked for), evaluates the test rows and
+writes ``metrics.json`` (see :class:`~.rundir.RunDirectory`).
+"""
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data import ManifoldBenchmark, train_test_split
+from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding
+from ..embeddings.learned import save_embedding
 from ..errors import CheckpointError, DataError, ManifoldVAEError, UsageError
 from ..evaluation import evaluate, true_log_likelihood
-from .config import FitConfig, config_from
+from ..likelihoods import LIKELIHOODS
+from ..models import VAE, build_model
+from .config import FitConfig
 from .distributed import DistInfo, setup_distributed, teardown
-from .runs import (CHECKPOINT, CONFIG, METRICS, METRICS_LOG, RESTARTS, build_model,
-                   load_checkpoint, model_from_checkpoint, prepare_embedding, resumable_config,
-                   write_json)
-from .trainer import (Interrupted, _read_history, _rewrite_history, _tensorboard, resolve_device,
-                      stream_seed, train, validation_score)
-
-
-def data_transform(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-coordinate shift and one global scale (keeps the noise isotropic; log-Jacobian -D log s)."""
-    shift = x.mean(0)
-    scale = (x - shift).pow(2).mean().sqrt().clamp_min(1e-12)
-    return shift, scale
-
-
-def fixed_binarization(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """``x ~ Bernoulli(x)`` drawn once from ``seed`` (binary input is returned unchanged)."""
-    if bool(((x == 0) | (x == 1)).all()):
-        return x
-    gen = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(x, generator=gen)
-
-
-def check_run_dir(out: Path, config: FitConfig, *, force: bool) -> None:
-    """Refuse to overwrite a directory that holds another run, unless ``force``."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UsageError(f"output path exists and is not a directory: {out}")
-    markers = [out / n for n in (CONFIG, CHECKPOINT, METRICS_LOG, METRICS)]
-    if any(m.exists() for m in markers) or (out / RESTARTS).exists():
-        if not force:
-            try:
-                old = json.loads((out / CONFIG).read_text()).get("config", {})
-            except (OSError, json.JSONDecodeError):
-                old = {}
-            what = "a different run" if old != config.to_dict() else "a run"
-            raise UsageError(f"output directory {out} already holds {what}; use --resume {out} to "
-                             f"continue it, --force to overwrite it, or another --out")
-        # the run's own files and its test split, so that a stale test_index.npy cannot make
-        # `evaluate --split test` pick the old run's rows
-        for m in markers + [out / n for n in ("test_per_example.npy", "test_index.npy")]:
-            if m.exists():
-                m.unlink()
-        for sub in ("embedding", RESTARTS):
-            if (out / sub).is_dir():
-                shutil.rmtree(out / sub)
+from .hooks import tensorboard_writer, validation_score
+from .rundir import RunDirectory, model_from_checkpoint
+from .trainer import Interrupted, resolve_device, stream_seed, train
 
 
 def ceiling_metrics(sidecar: dict | None, x: torch.Tensor, per_example_iwae: torch.Tensor) -> dict:
@@ -73,7 +40,8 @@ def ceiling_metrics(sidecar: dict | None, x: torch.Tensor, per_example_iwae: tor
         bench = ManifoldBenchmark(**sidecar["generator"])
     except (TypeError, ValueError):
         return {}
-    if bench.noise <= 0 or bench.dim != x.shape[1]:
+    m = bench.manifold
+    if bench.noise <= 0 or bench.dim != x.shape[1] or not (m.has_quadrature or m.has_chart):
         return {}
     ll, err = true_log_likelihood(bench, x)
     gap = ll - per_example_iwae
@@ -84,31 +52,95 @@ def ceiling_metrics(sidecar: dict | None, x: torch.Tensor, per_example_iwae: tor
             "gap_iwae": float(gap.mean()), "gap_iwae_stderr": float(gap.std() / n)}
 
 
-def run_fit(config: FitConfig, x: torch.Tensor, out: Path | None, *,
+def check_run_dir(run: RunDirectory, config: FitConfig, *, force: bool) -> None:
+    """Refuse a directory that holds another run (unless ``force``); nothing is removed here."""
+    if not run.path.exists():
+        return
+    if not run.path.is_dir():
+        raise UsageError(f"output path exists and is not a directory: {run.path}")
+    if run.holds_run() and not force:
+        saved = run.saved_config()
+        what = "a different run" if saved != config else "a run"
+        raise UsageError(f"output directory {run.path} already holds {what}; use --resume "
+                         f"{run.path} to continue it, --force to overwrite it, or another --out")
+
+
+def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print):
+    """The embedding a config asks for: ``None`` (exact), a freshly trained or a loaded one."""
+    spec = config.latent
+    if spec.embedding == "exact":
+        return None
+    if spec.embedding == "learned":
+        ecfg = EmbedConfig(latent=spec.manifold, hidden=list(config.model.embed_hidden),
+                           steps=config.model.embed_steps, seed=config.seed)
+        log(f"training a learned embedding for {spec.manifold} (WAE-MMD, {ecfg.steps} steps)")
+        emb, _ = fit_learned_embedding(ecfg)
+        if run is not None:
+            save_embedding(emb, run.embedding_dir, report=embedding_quality(emb, emb.manifold),
+                           config=ecfg)
+        return emb
+    return load_embedding(spec.embedding, expect=spec.manifold_obj)
+
+
+def _check_data(config: FitConfig, model: nn.Module | None, x, x_test):
+    """Data the likelihood and model can take (refused with a named DataError otherwise); returns
+    the likelihood that will score them."""
+    if x_test is not None and x_test.shape[1] != x.shape[1]:
+        raise DataError(f"test data have {x_test.shape[1]} columns but training data have "
+                        f"{x.shape[1]}")
+    if model is not None:
+        if getattr(model, "data_dim", x.shape[1]) != x.shape[1]:
+            raise DataError(f"the model takes {model.data_dim} columns but the data have "
+                            f"{x.shape[1]}")
+        likelihood = model.likelihood
+    else:
+        likelihood = LIKELIHOODS[config.model.likelihood](x.shape[1])
+    for name, arr in (("training data", x), ("test data", x_test)):
+        if arr is not None:
+            likelihood.check_data(arr, name)
+    return likelihood
+
+
+def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
             x_test: torch.Tensor | None = None, sidecar: dict | None = None,
             resume: bool = False, force: bool = False, log: Callable[[str], None] = print,
-            progress_factory: Callable | None = None, data_info: dict | None = None) -> dict:
+            progress_factory: Callable | None = None, data_info: dict | None = None,
+            model: nn.Module | None = None) -> dict:
     """Train and evaluate one model; returns the final metrics (written to ``out/metrics.json``).
 
     ``x``: all data, split by ``config.test_fraction`` unless ``x_test`` is given.
     ``resume``: continue the run in ``out`` from its checkpoint (its saved config wins).
+    ``model``: a model built in Python (``VAE(encoder, latent, decoder, likelihood)``) to train
+    instead of the one ``config.model`` describes.
     """
+    if model is not None:
+        if not isinstance(model, VAE):
+            raise UsageError(f"model must be a manifold_vae.VAE (encoder, latent, decoder, "
+                             f"likelihood), got {type(model).__name__}")
+        # the saved config names the model's own latent and likelihood
+        config = config.replace(latent=model.latent.spec, likelihood=model.likelihood.name)
+    run = RunDirectory(out) if out is not None else None
     ckpt, in_restarts = None, False
     if resume:
-        if out is None:
+        if run is None:
             raise UsageError("--resume needs the run directory")
-        if not (out / CHECKPOINT).is_file() and (out / RESTARTS).is_dir():
+        if run.in_restart_phase:
             in_restarts = True          # interrupted in the restart phase: it picks up there
-            saved = config_from(FitConfig, base=resumable_config(out))
+            saved = FitConfig.from_dict(run.resumable_config())
         else:
-            ckpt = load_checkpoint(out)
-            saved = config_from(FitConfig, base=ckpt["config"])
-        if saved.to_dict() != config.to_dict():
-            diff = {k: (v, config.to_dict()[k]) for k, v in saved.to_dict().items()
-                    if config.to_dict()[k] != v}
-            raise CheckpointError(f"{out}: checkpoint config does not match the requested model: "
-                                  + ", ".join(f"{k}: saved {a!r} vs requested {b!r}"
-                                              for k, (a, b) in diff.items()))
+            ckpt = run.load_checkpoint()
+            saved = FitConfig.from_dict(ckpt["config"])
+        if saved != config:
+            new, old = config.to_dict(), saved.to_dict()
+            diff = _differences(old, new)
+            raise CheckpointError(f"{run.path}: checkpoint config does not match the requested "
+                                  "model: " + ", ".join(f"{k}: saved {a!r} vs requested {b!r}"
+                                                        for k, (a, b) in diff.items()))
+    likelihood = _check_data(config, model, x, x_test)
+    if model is None and ckpt is None:
+        # a skeleton, so that a model the config cannot build is refused before anything is written
+        with torch.random.fork_rng():
+            build_model(config.model, x.shape[1], embedding=_skeleton(config))
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -117,23 +149,39 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: Path | None, *,
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory,
-                    data_info, device, dist_info, in_restarts)
+        return _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
+                    data_info, device, dist_info, in_restarts, model, likelihood)
     finally:
         teardown(dist_info)
 
 
-def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, data_info,
-         device, dist_info: DistInfo, in_restarts: bool = False):
+def _differences(old: dict, new: dict, prefix: str = "") -> dict:
+    out = {}
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_differences(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[f"{prefix}{k}"] = (a, b)
+    return out
+
+
+def _skeleton(config: FitConfig):
+    """An untrained embedding of the kind the config asks for (for a dry build of the model)."""
+    if config.latent.embedding == "exact":
+        return None
+    from ..embeddings import LearnedEmbedding
+    return LearnedEmbedding(config.latent.manifold_obj, config.model.embed_hidden)
+
+
+def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, data_info,
+         device, dist_info: DistInfo, in_restarts: bool, user_model, likelihood):
     main = dist_info.is_main
     if config.tensorboard and main:
-        _tensorboard(None)  # fail before anything is written if the package is missing
+        tensorboard_writer(None)  # fail before anything is written if the package is missing
     if x_test is None:
         x_train, x_test, _, test_idx = train_test_split(x, config.test_fraction, config.split_seed)
     else:
-        if x_test.shape[1] != x.shape[1]:
-            raise DataError(f"test data have {x_test.shape[1]} columns but training data have "
-                            f"{x.shape[1]}")
         x_train, test_idx = x, None
     x_val = None
     if config.validation_fraction > 0:
@@ -143,36 +191,32 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
         except DataError:
             raise DataError(f"data: {x_train.shape[0]} training rows are too few to hold out a "
                             f"validation fraction of {config.validation_fraction}") from None
-    if config.likelihood == "bernoulli":
-        for name, arr in (("training", x_train), ("test", x_test), ("validation", x_val)):
-            if arr is None:
-                continue
-            if bool((arr < 0).any() or (arr > 1).any()):
-                raise DataError(f"a Bernoulli likelihood needs {name} data in [0, 1]; values range "
-                                f"over [{float(arr.min()):.3g}, {float(arr.max()):.3g}]")
-        # one fixed binarization of the test set (seeded), so every model sees the same test data
-        x_test = fixed_binarization(x_test, seed=config.split_seed)
-        if x_val is not None:
-            x_val = fixed_binarization(x_val, seed=config.split_seed + 1)
-    if out is not None and main:
+    # one fixed draw of the held-out rows (e.g. a Bernoulli binarization), the same for every model
+    x_test = likelihood.fix_observations(x_test, seed=config.split_seed)
+    if x_val is not None:
+        x_val = likelihood.fix_observations(x_val, seed=config.split_seed + 1)
+    if run is not None and main:
         if ckpt is None and not in_restarts:
-            check_run_dir(out, config, force=force)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / CONFIG, {"config": config.to_dict(), "data": data_info or {}})
+            check_run_dir(run, config, force=force)
+            run.clear()
+        run.create()
+        run.write_config(config, data_info, **_model_source(user_model))
     if ckpt is not None:
         if int(ckpt["data_dim"]) != x.shape[1]:
-            raise CheckpointError(f"{out}: checkpoint was trained on {ckpt['data_dim']}-dimensional "
-                                  f"data, these data have {x.shape[1]} columns")
-        model, _ = model_from_checkpoint(ckpt, where=str(out))
+            raise CheckpointError(f"{run.path}: checkpoint was trained on {ckpt['data_dim']}-"
+                                  f"dimensional data, these data have {x.shape[1]} columns")
+        model, _ = model_from_checkpoint(ckpt, where=str(run.path), model=user_model)
     else:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
-            embedding = prepare_embedding(config, out if main else None, log=log if main else _mute)
-            model = build_model(config, x.shape[1], embedding=embedding)
-        transform = data_transform(x_train) if (config.standardize and
-                                                config.likelihood == "gaussian") else None
-        if transform is not None:
-            model.set_data_transform(*transform)
+            embedding = (None if user_model is not None else
+                         prepare_embedding(config, run if main else None,
+                                           log=log if main else _mute))
+            model = (user_model if user_model is not None
+                     else build_model(config.model, x.shape[1], embedding=embedding))
+        if config.standardize:
+            model.likelihood.fit_transform(x_train)
+        fresh = copy.deepcopy(model) if user_model is not None else None
 
         def build(r):
             """Restart ``r``'s fresh model (restart 0: the one above)."""
@@ -180,26 +224,28 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
                 return model
             with torch.random.fork_rng():
                 torch.manual_seed(stream_seed(config, r))
-                m = build_model(config, x.shape[1], embedding=copy.deepcopy(embedding))
-            if transform is not None:
-                m.set_data_transform(*transform)
+                if fresh is not None:      # a user's model: its initial state, re-initialized
+                    m = copy.deepcopy(fresh)
+                    for module in m.modules():
+                        if hasattr(module, "reset_parameters"):
+                            module.reset_parameters()
+                else:
+                    m = build_model(config.model, x.shape[1], embedding=copy.deepcopy(embedding))
+            if config.standardize:
+                m.likelihood.fit_transform(x_train)
             return m
 
         if config.restarts > 1:
-            model, ckpt = _restart_phase(config, build, x_train, x_val, out, device, dist_info,
+            model, ckpt = _restart_phase(config, build, x_train, x_val, run, device, dist_info,
                                          log if main else _mute,
-                                         progress_factory if main else None)
+                                         progress_factory if main else None, user_model)
     restart_info = ckpt.get("restarts") if ckpt is not None else None
     model.to(device)
     bar = progress_factory(config.steps, ckpt["step"] if ckpt else 0) if (progress_factory and main) else None
-
-    def on_log(step, row):
-        if bar is not None:
-            bar(step, row)
-
-    result = train(model, x_train, config, out, device=device, dist_info=dist_info, resume=ckpt,
-                   progress=on_log, x_val=x_val,
-                   extra={"restarts": restart_info} if restart_info else None)
+    extra = {"restarts": restart_info} if restart_info else {}
+    extra.update(_model_source(user_model))
+    result = train(model, x_train, config, run, device=device, dist_info=dist_info, resume=ckpt,
+                   progress=bar, x_val=x_val, extra=extra)
     if bar is not None:
         bar(None, None)
     if not main:
@@ -214,10 +260,9 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
         others = [r for r in restart_info if r["restart"] != ckpt["restart"]]
         train_seconds += sum(r["seconds"] for r in others)
         steps_run += len(others) * config.restart_steps()
-    metrics = {"latent": model.spec, "embedding": config.embedding,
-               "group_action": config.group_action,
-               # see experiments/reproduce.py: a group action on a learned f voids the bound
-               "iwae_is_bound": not (config.group_action and config.embedding != "exact"),
+    spec = model.latent.spec
+    metrics = {"latent": spec.name, "embedding": spec.embedding,
+               "group_action": spec.group_action, "iwae_is_bound": spec.is_bound,
                "test_elbo": ev["elbo"], "test_elbo_stderr": ev["elbo_stderr"],
                "test_iwae": ev["iwae"], "test_iwae_stderr": ev["iwae_stderr"], "iwae_k": ev["k"],
                "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0]),
@@ -231,9 +276,9 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
                         "validation_iwae": result["selected"]["validation_iwae"]})
     if restart_info:
         metrics.update({"restarts": restart_info, "selected_restart": int(ckpt["restart"])})
-        if out is not None:        # the choice is made: the restarts' checkpoints are spent
+        if run is not None:        # the choice is made: the restarts' checkpoints are spent
             for r in restart_info:
-                (out / RESTARTS / f"restart{r['restart']}" / CHECKPOINT).unlink(missing_ok=True)
+                (run.restart(r["restart"]) / RunDirectory.CHECKPOINT).unlink(missing_ok=True)
     if result["history"]:
         last = result["history"][-1]
         metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"],
@@ -243,20 +288,29 @@ def _run(config, x, out, x_test, sidecar, ckpt, force, log, progress_factory, da
     metrics["_per_example_elbo"] = ev["per_example_elbo"]
     metrics["_model"] = model
     metrics["_history"] = result["history"]
-    if out is not None:
-        write_json(out / METRICS, {k: v for k, v in metrics.items() if not k.startswith("_")})
-        np.save(out / "test_per_example.npy",
-                np.stack([ev["per_example_elbo"].numpy(), ev["per_example_iwae"].numpy()]))
+    if run is not None:
+        run.write_metrics({k: v for k, v in metrics.items() if not k.startswith("_")})
+        run.write_per_example(ev["per_example_elbo"], ev["per_example_iwae"])
         if test_idx is not None:
-            np.save(out / "test_index.npy", test_idx.numpy())
+            run.write_test_index(test_idx)
     return metrics
 
 
+def _model_source(user_model) -> dict:
+    """What built the model: the config (``{}``) or the user (the class names, for messages)."""
+    if user_model is None:
+        return {}
+    names = [type(user_model).__name__] + [type(getattr(user_model, n, None)).__name__
+                                           for n in ("encoder", "decoder")
+                                           if hasattr(user_model, n)]
+    return {"model_source": "user", "model_class": " / ".join(names)}
+
+
 def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x_train, x_val,
-                   out: Path | None, device, dist_info: DistInfo, log,
-                   progress_factory: Callable | None = None) -> tuple:
+                   run: RunDirectory | None, device, dist_info: DistInfo, log,
+                   progress_factory: Callable | None = None, user_model=None) -> tuple:
     """Train ``config.restarts`` initializations for ``config.restart_steps()`` steps each (into
-    ``out/restarts/restart<r>``; finished ones are reused, an interrupted one resumed), score each
+    ``run/restarts/restart<r>``; finished ones are reused, an interrupted one resumed), score each
     on the validation rows and return ``(model, checkpoint)`` of the best, to be continued.
 
     Choosing among restarts early by held-out likelihood is the cheap form of running whole
@@ -265,33 +319,35 @@ def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x
     k_steps = config.restart_steps()
     chosen, infos = None, []
     for r in range(config.restarts):
-        rdir = out / RESTARTS / f"restart{r}" if out is not None else None
+        rdir = run.restart(r) if run is not None else None
         saved = None
-        if rdir is not None and (rdir / CHECKPOINT).is_file():
-            saved = load_checkpoint(rdir)
+        if rdir is not None and rdir.has_checkpoint:
+            saved = rdir.load_checkpoint()
             if saved.get("config") != config.to_dict() or int(saved.get("restart", -1)) != r:
-                raise CheckpointError(f"{rdir}: holds a restart of another run; use --force "
+                raise CheckpointError(f"{rdir.path}: holds a restart of another run; use --force "
                                       f"to start over")
         if saved is not None:
-            model, _ = model_from_checkpoint(saved, where=str(rdir))
+            model, _ = model_from_checkpoint(saved, where=str(rdir.path),
+                                             model=build(r) if user_model is not None else None)
         else:
             model = build(r)
         model.to(device)
         if saved is not None and int(saved["step"]) >= k_steps:
             ckpt, seconds = saved, float(saved["elapsed"])
-            history = _read_history(rdir / METRICS_LOG, upto=k_steps)
+            history = rdir.history(upto=k_steps)
         else:
             if rdir is not None and dist_info.is_main:
-                rdir.mkdir(parents=True, exist_ok=True)
+                rdir.create()
             bar = (progress_factory(k_steps, int(saved["step"]) if saved is not None else 0)
                    if progress_factory is not None else None)
             try:
                 res = train(model, x_train, config, rdir, device=device, dist_info=dist_info,
                             resume=saved, x_val=x_val, restart=r, stop_at=k_steps,
-                            progress=bar)
+                            progress=bar, extra=_model_source(user_model))
             except Interrupted:
                 raise Interrupted(f"interrupted in restart {r + 1}/{config.restarts}; continue "
-                                  f"with: manifold-vae fit --resume {out}") from None
+                                  f"with: manifold-vae fit --resume {run.path if run else None}"
+                                  ) from None
             finally:
                 if bar is not None:
                     bar(None, None)
@@ -299,7 +355,7 @@ def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x
         # the trainer scored the restart at its last step; score again only if that row is lost
         last = history[-1] if history else {}
         score = (last.get("validation_iwae") if last.get("step") == k_steps
-                 else validation_score(model, x_val.to(device), config))
+                 else validation_score(model, x_val.to(device), config.validation_k, config.seed))
         infos.append({"restart": r, "validation_iwae": score, "seconds": seconds})
         log(f"restart {r + 1}/{config.restarts}: validation IWAE "
             f"{'non-finite' if score is None else f'{score:.3f}'} after {k_steps} steps")
@@ -310,8 +366,8 @@ def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x
                                "validation score")
     _, model, ckpt, history = chosen
     ckpt = dict(ckpt, restarts=infos)
-    if out is not None and dist_info.is_main:   # the run's log starts with the chosen restart's
-        _rewrite_history(out / METRICS_LOG, history)
+    if run is not None and dist_info.is_main:   # the run's log starts with the chosen restart's
+        run.rewrite_history(history)
     log(f"continuing restart {int(ckpt['restart']) + 1} (best validation IWAE)")
     return model, ckpt
 

@@ -1,9 +1,11 @@
-"""The training loop: deterministic, resumable, checkpointed, multi-process aware.
+"""The training loop: deterministic, resumable, multi-process aware; the rest is hooks.
 
-Early stopping (``config.validation_fraction > 0``): at every logging step the model is scored on
-held-out validation rows by the IWAE bound with ``config.validation_k`` samples (fixed noise,
-drawn outside the training RNG stream), and the best state is kept — in memory and in every
-checkpoint — and restored at the end, so the final checkpoint holds the selected model.
+Each step takes the batch of that step, computes the (KL-warmed) negative ELBO, clips the gradient
+and steps Adam and the learning-rate schedule; a step with a non-finite loss or gradient is
+skipped (persistent ones stop the run). Every ``log_every`` steps the averages form a row that the
+hooks (:mod:`.hooks`) see in turn: early stopping scores the model on held-out rows, the metrics
+log writes the row, TensorBoard and the progress callback show it. Checkpoints are written every
+``checkpoint_every`` steps, on SIGINT/SIGTERM and at the end.
 
 Determinism: the batch of step ``s`` is a pure function of ``(seed, s)`` (a per-epoch
 permutation), and the RNG state that drives the reparameterization noise is saved in every
@@ -12,29 +14,35 @@ checkpoint, so a run killed and resumed reproduces an uninterrupted run bit for 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, ManifoldVAEError
-from ..evaluation.bounds import per_example_bounds
-from .checkpoint import atomic_torch_save
 from .config import FitConfig
 from .distributed import DistInfo, barrier, broadcast_flag
-from .runs import CHECKPOINT, CHECKPOINT_FORMAT, METRICS_LOG, embedding_arch
+from .hooks import (EarlyStopping, Hook, MetricsLog, PeriodicCheckpoint, Progress,
+                    TensorBoardLog)
+from .rundir import RunDirectory
 
 
 class Interrupted(ManifoldVAEError):
     """Training stopped by SIGINT/SIGTERM after writing a checkpoint."""
 
     exit_code = 130
+
+
+RESTART_STRIDE = 100_003   # restart r draws its initialization, batches and noise from seed + r·stride
+
+
+def stream_seed(config: FitConfig, restart: int = 0) -> int:
+    """The seed of restart ``restart``'s random streams (restart 0: ``config.seed`` itself)."""
+    return config.seed + RESTART_STRIDE * int(restart)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,224 +100,204 @@ def _stop_on_signals():
             signal.signal(sig, h)
 
 
-def validation_score(model: nn.Module, x_val: torch.Tensor, config: FitConfig) -> float | None:
-    """Mean IWAE bound (K = ``config.validation_k``) on the validation rows, ``None`` when not
-    finite; the noise is seeded and drawn in a forked RNG, so scoring neither perturbs training
-    nor varies between calls."""
-    iwae = per_example_bounds(model, x_val, k=config.validation_k, generator_seed=config.seed)[1]
-    score = float(iwae.mean())
-    return score if math.isfinite(score) else None
+class TrainingLoop:
+    """Optimize ``model`` on ``x_train`` (see the module docstring and :func:`train`)."""
+
+    def __init__(self, model: nn.Module, x_train: torch.Tensor, config: FitConfig,
+                 run: RunDirectory | None, *, device: torch.device, dist_info: DistInfo,
+                 resume: dict | None, extra: dict | None, progress: Callable | None,
+                 x_val: torch.Tensor | None, restart: int, stop_at: int | None):
+        self.model, self.config, self.device, self.dist = model, config, device, dist_info
+        self.extra = extra or {}
+        self.writes = run is not None and dist_info.is_main
+        self.run = run if self.writes else None
+        self.opt, self.sched = make_optimizer(model, config)
+        self.data_dim = x_train.shape[1]
+        self.x_train = x_train.to(device)
+        self.early = (EarlyStopping(x_val.to(device), config.validation_k, config.seed)
+                      if x_val is not None else None)
+        hooks: list[Hook] = [self.early] if self.early else []
+        if self.writes:
+            hooks.append(MetricsLog(self.run))
+            if config.tensorboard:
+                hooks.append(TensorBoardLog(self.run))
+        if progress is not None:
+            hooks.append(Progress(progress))
+        hooks.append(PeriodicCheckpoint(config.checkpoint_every))
+        self.hooks = hooks
+        self.start, elapsed, self.restart = 0, 0.0, restart
+        if resume is not None:
+            self._resume(resume)
+            elapsed = float(resume["elapsed"])
+        else:
+            torch.manual_seed(stream_seed(config, restart) * 1009 + dist_info.rank * 7)
+        self.seed = stream_seed(config, self.restart)
+        self.end = config.steps if stop_at is None else min(int(stop_at), config.steps)
+        self.t0 = time.perf_counter() - elapsed
+        self.history = self.run.history(upto=self.start) if (self.run and resume is not None) else []
+        if self.run:
+            self.run.rewrite_history(self.history)
+
+    def _resume(self, ckpt: dict) -> None:
+        try:
+            for hook in self.hooks:
+                if hook.state_key is not None:
+                    hook.load_state(ckpt.get(hook.state_key))
+            self.model.load_state_dict(ckpt["model"])
+            self.opt.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            self.start = int(ckpt["step"])
+            float(ckpt["elapsed"])
+            self.restart = int(ckpt.get("restart", 0))
+        except (KeyError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint does not match the requested model "
+                                  f"({str(err).splitlines()[0][:200]})") from None
+        if self.dist.is_main:
+            torch.set_rng_state(ckpt["rng_cpu"])
+        else:
+            torch.manual_seed(stream_seed(self.config, self.restart) * 1009 + self.dist.rank * 7
+                              + self.start)
+        if self.device.type == "cuda" and ckpt.get("rng_cuda"):
+            torch.cuda.set_rng_state_all(ckpt["rng_cuda"])
+
+    def checkpoint(self, step: int) -> dict:
+        """The loop's state at ``step`` as checkpoint data (tensors and plain data only)."""
+        model = self.model
+        state = {"restart": self.restart, "step": step, "config": self.config.to_dict(),
+                 "data_dim": self.data_dim, "model": model.state_dict(),
+                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                 "rng_cpu": torch.get_rng_state(),
+                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "elapsed": time.perf_counter() - self.t0,
+                 "embedding": _embedding_arch(model), **self.extra}
+        for hook in self.hooks:
+            if hook.state_key is not None:
+                state[hook.state_key] = hook.state()
+        return state
+
+    def save(self, step: int) -> dict:
+        ckpt = self.checkpoint(step)
+        if self.run:
+            self.run.save_checkpoint(ckpt)
+        return ckpt
+
+    def run_loop(self) -> dict:
+        config, model, dist = self.config, self.model, self.dist
+        net = model
+        if dist.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        n = self.x_train.shape[0]
+        global_batch = min(config.batch_size, n)
+        if global_batch % dist.world_size:
+            raise ManifoldVAEError(f"batch_size {global_batch} is not divisible by the "
+                                   f"{dist.world_size} processes")
+        params = [p for p in model.parameters() if p.requires_grad]
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if config.amp
+                    else contextlib.nullcontext())
+        sums = torch.zeros(4, dtype=torch.float64)
+        count = 0
+        skipped = recent_skips = 0     # steps skipped for a non-finite loss/gradient (this session)
+        clip = config.grad_clip if config.grad_clip > 0 else float("inf")
+        model.train()
+        with _stop_on_signals() as stop:
+            for step in range(self.start, self.end):
+                idx = batch_indices(step, n, global_batch, self.seed)[dist.rank::dist.world_size]
+                beta = kl_weight(step, config)
+                with autocast:
+                    out = net(self.x_train[idx], beta)
+                self.opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                # a step with a non-finite loss or gradient is skipped (one NaN would poison every
+                # parameter through Adam); persistent ones stop the run. With several processes
+                # the gradients are already all-reduced, so every rank decides alike.
+                norm = torch.nn.utils.clip_grad_norm_(params, clip)
+                finite = bool(torch.isfinite(norm)) and bool(torch.isfinite(out["loss"].detach()))
+                if finite:
+                    self.opt.step()
+                else:
+                    skipped += 1
+                    recent_skips += 1
+                    if recent_skips > max(10, config.log_every // 10):
+                        raise ManifoldVAEError(
+                            f"training diverged: {recent_skips} steps with a non-finite loss or "
+                            f"gradient before step {step + 1} (last checkpoint kept)")
+                self.sched.step()
+                done = step + 1
+                if finite:
+                    sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
+                                         out["reconstruction"]]).double().cpu()
+                    count += 1
+                if done % config.log_every == 0 or done == self.end:
+                    avg = (sums / max(count, 1)).tolist()
+                    if count == 0 or not all(math.isfinite(v) for v in avg):
+                        raise ManifoldVAEError(f"training diverged: non-finite loss at step {done} "
+                                               f"(last checkpoint kept)")
+                    row = {"step": done, "loss": avg[0], "elbo": avg[1], "kl": avg[2],
+                           "reconstruction": avg[3], "kl_weight": beta,
+                           "lr": self.sched.get_last_lr()[0],
+                           "seconds": time.perf_counter() - self.t0, "skipped_steps": skipped}
+                    recent_skips = 0
+                    for hook in self.hooks:
+                        hook.on_log(self, row)
+                    self.history.append(row)
+                    sums.zero_()
+                    count = 0
+                for hook in self.hooks:
+                    hook.on_step(self, done)
+                # one process alone must never stop: with several, decide together at logging steps
+                stopping = stop["signal"] is not None
+                if dist.enabled:
+                    stopping = done % config.log_every == 0 and broadcast_flag(dist, stopping)
+                if stopping:
+                    self.save(done)
+                    barrier(dist)
+                    where = self.run.path if self.run else None
+                    raise Interrupted(f"interrupted at step {done}/{config.steps}; checkpoint "
+                                      f"written to {where}; continue with: manifold-vae fit "
+                                      f"--resume {where}")
+        seconds = time.perf_counter() - self.t0
+        if self.end < config.steps:   # a restart's first stretch: hand back the state to continue
+            for hook in self.hooks:
+                if isinstance(hook, TensorBoardLog):
+                    hook.on_end(self)
+            ckpt = self.save(self.end)
+            barrier(dist)
+            return {"history": self.history, "train_seconds": seconds, "selected": None,
+                    "checkpoint": ckpt}
+        for hook in self.hooks:
+            hook.on_end(self)
+        self.save(config.steps)
+        barrier(dist)
+        return {"history": self.history, "train_seconds": seconds,
+                "selected": self.early.selected if self.early else None}
 
 
-def _cpu_state(model: nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def _embedding_arch(model: nn.Module) -> dict:
+    emb = getattr(getattr(model, "latent", None), "embedding", None)
+    return emb.arch() if hasattr(emb, "arch") else {"kind": "exact"}
 
 
-RESTART_STRIDE = 100_003   # restart r draws its initialization, batches and noise from seed + r·stride
-
-
-def stream_seed(config: FitConfig, restart: int = 0) -> int:
-    """The seed of restart ``restart``'s random streams (restart 0: ``config.seed`` itself)."""
-    return config.seed + RESTART_STRIDE * int(restart)
-
-
-def _checkpoint(model, opt, sched, step, config, data_dim, elapsed, extra, best, restart) -> dict:
-    return {"restart": restart, "best": best, "format": CHECKPOINT_FORMAT, "version": 1, "step": step, "config": config.to_dict(),
-            "data_dim": data_dim, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "elapsed": elapsed, "embedding": embedding_arch(model), **extra}
-
-
-def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig, run_dir: Path | None, *,
-          device: torch.device, dist_info: DistInfo = DistInfo(), resume: dict | None = None,
-          extra: dict | None = None, progress: Callable | None = None,
-          x_val: torch.Tensor | None = None, restart: int = 0,
-          stop_at: int | None = None) -> dict:
+def train(model: nn.Module, x_train: torch.Tensor, config: FitConfig,
+          run: RunDirectory | None, *, device: torch.device, dist_info: DistInfo = DistInfo(),
+          resume: dict | None = None, extra: dict | None = None,
+          progress: Callable | None = None, x_val: torch.Tensor | None = None,
+          restart: int = 0, stop_at: int | None = None) -> dict:
     """Optimize ``model`` on ``x_train`` for ``config.steps`` steps.
 
-    Writes checkpoints and ``metrics.jsonl`` into ``run_dir`` (rank 0 only). ``resume`` is a
-    loaded checkpoint to continue from. ``x_val``: validation rows for early stopping (the model
-    ends in the state with the best validation score). Returns ``{"history": rows,
-    "train_seconds": s, "selected": {"step", "validation_iwae"} or None}``.
+    Writes checkpoints and ``metrics.jsonl`` into ``run`` (rank 0 only). ``resume`` is a loaded
+    checkpoint to continue from. ``x_val``: validation rows for early stopping (the model ends in
+    the state with the best validation score). Returns ``{"history": rows, "train_seconds": s,
+    "selected": {"step", "validation_iwae"} or None}``.
 
     ``restart``: which of the config's restarts this is (its random streams, see
     :func:`stream_seed`; a resumed checkpoint's own value wins). ``stop_at``: stop after this
     step of the schedule, write a checkpoint and return it as ``"checkpoint"`` (the restart
     phase; the best state is not restored).
     """
-    extra = extra or {}
-    opt, sched = make_optimizer(model, config)
-    start, elapsed = 0, 0.0
-    best = None      # {"step", "validation_iwae", "model": state on the CPU}
-    if resume is not None:
-        try:
-            best = resume.get("best") if x_val is not None else None
-            if best is not None and not {"step", "validation_iwae", "model"} <= set(best):
-                raise KeyError("best")
-            model.load_state_dict(resume["model"])
-            opt.load_state_dict(resume["optimizer"])
-            sched.load_state_dict(resume["scheduler"])
-            start, elapsed = int(resume["step"]), float(resume["elapsed"])
-            restart = int(resume.get("restart", 0))
-        except (KeyError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint does not match the requested model "
-                                  f"({str(err).splitlines()[0][:200]})") from None
-        if dist_info.is_main:
-            torch.set_rng_state(resume["rng_cpu"])
-        else:
-            torch.manual_seed(stream_seed(config, restart) * 1009 + dist_info.rank * 7 + start)
-        if device.type == "cuda" and resume.get("rng_cuda"):
-            torch.cuda.set_rng_state_all(resume["rng_cuda"])
-    else:
-        torch.manual_seed(stream_seed(config, restart) * 1009 + dist_info.rank * 7)
-    seed = stream_seed(config, restart)
-    end = config.steps if stop_at is None else min(int(stop_at), config.steps)
-
-    net = model
-    if dist_info.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    data_dim = x_train.shape[1]
-    x_train = x_train.to(device)
-    if x_val is not None:
-        x_val = x_val.to(device)
-    n = x_train.shape[0]
-    global_batch = min(config.batch_size, n)
-    if global_batch % dist_info.world_size:
-        raise ManifoldVAEError(f"batch_size {global_batch} is not divisible by the "
-                               f"{dist_info.world_size} processes")
-    writes = run_dir is not None and dist_info.is_main
-    log_path = run_dir / METRICS_LOG if run_dir is not None else None
-    history = _read_history(log_path, upto=start) if (writes and resume is not None) else []
-    if writes:
-        _rewrite_history(log_path, history)
-    params = [p for p in model.parameters() if p.requires_grad]
-    tb = _tensorboard(run_dir) if (config.tensorboard and writes) else None
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if config.amp
-                else contextlib.nullcontext())
-    sums = torch.zeros(4, dtype=torch.float64)
-    count = 0
-    skipped = recent_skips = 0     # steps skipped for a non-finite loss/gradient (this session)
-    t0 = time.perf_counter() - elapsed
-    model.train()
-
-    def save(step):
-        ckpt = _checkpoint(model, opt, sched, step, config, data_dim, time.perf_counter() - t0,
-                           extra, best, restart)
-        if writes:
-            atomic_torch_save(ckpt, run_dir / CHECKPOINT)
-        return ckpt
-
-    with _stop_on_signals() as stop:
-        for step in range(start, end):
-            idx = batch_indices(step, n, global_batch, seed)
-            idx = idx[dist_info.rank::dist_info.world_size]
-            beta = kl_weight(step, config)
-            with autocast:
-                out = net(x_train[idx], beta)
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            # a step with a non-finite loss or gradient is skipped (one NaN would poison every
-            # parameter through Adam); persistent ones stop the run. With several processes
-            # the gradients are already all-reduced, so every rank decides alike.
-            norm = torch.nn.utils.clip_grad_norm_(
-                params, config.grad_clip if config.grad_clip > 0 else float("inf"))
-            finite = bool(torch.isfinite(norm)) and bool(torch.isfinite(out["loss"].detach()))
-            if finite:
-                opt.step()
-            else:
-                skipped += 1
-                recent_skips += 1
-                if recent_skips > max(10, config.log_every // 10):
-                    raise ManifoldVAEError(
-                        f"training diverged: {recent_skips} steps with a non-finite loss or "
-                        f"gradient before step {step + 1} (last checkpoint kept)")
-            sched.step()
-            done = step + 1
-            if finite:
-                sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
-                                     out["reconstruction"]]).double().cpu()
-                count += 1
-            if done % config.log_every == 0 or done == end:
-                avg = (sums / max(count, 1)).tolist()
-                if count == 0 or not all(math.isfinite(v) for v in avg):
-                    raise ManifoldVAEError(f"training diverged: non-finite loss at step {done} "
-                                           f"(last checkpoint kept)")
-                row = {"step": done, "loss": avg[0], "elbo": avg[1], "kl": avg[2],
-                       "reconstruction": avg[3], "kl_weight": beta,
-                       "lr": sched.get_last_lr()[0], "seconds": time.perf_counter() - t0,
-                       "skipped_steps": skipped}
-                recent_skips = 0
-                if x_val is not None:
-                    score = row["validation_iwae"] = validation_score(model, x_val, config)
-                    if score is not None and (best is None or score > best["validation_iwae"]):
-                        best = {"step": done, "validation_iwae": score, "model": _cpu_state(model)}
-                history.append(row)
-                if writes:
-                    with open(log_path, "a") as fh:
-                        fh.write(json.dumps(row) + "\n")
-                if tb is not None:
-                    for key in ("loss", "elbo", "kl", "reconstruction", "lr", "kl_weight"):
-                        tb.add_scalar(f"train/{key}", row[key], done)
-                    if row.get("validation_iwae") is not None:
-                        tb.add_scalar("validation/iwae", row["validation_iwae"], done)
-                if progress is not None:
-                    progress(done, row)
-                sums.zero_()
-                count = 0
-            if done % config.checkpoint_every == 0 and done != end:
-                save(done)
-            # one process alone must never stop: with several, decide together at logging steps
-            stopping = stop["signal"] is not None
-            if dist_info.enabled:
-                stopping = done % config.log_every == 0 and broadcast_flag(dist_info, stopping)
-            if stopping:
-                save(done)
-                barrier(dist_info)
-                raise Interrupted(f"interrupted at step {done}/{config.steps}; checkpoint written "
-                                  f"to {run_dir}; continue with: manifold-vae fit --resume {run_dir}")
-    seconds = time.perf_counter() - t0
-    if tb is not None:
-        tb.close()
-    if end < config.steps:    # a restart's first stretch: hand back the state to continue from
-        ckpt = save(end)
-        barrier(dist_info)
-        return {"history": history, "train_seconds": seconds, "selected": None, "checkpoint": ckpt}
-    if best is not None:      # the final checkpoint holds the selected model
-        model.load_state_dict(best["model"])
-    save(config.steps)
-    barrier(dist_info)
-    selected = None if best is None else {"step": best["step"],
-                                          "validation_iwae": best["validation_iwae"]}
-    return {"history": history, "train_seconds": seconds, "selected": selected}
-
-
-def _tensorboard(run_dir: Path | None):
-    """A SummaryWriter in ``run_dir/tensorboard`` (``None``: only check the package is there)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ManifoldVAEError("tensorboard logging needs the 'tensorboard' package: "
-                               "pip install 'manifold-vae[tensorboard]'") from None
-    return None if run_dir is None else SummaryWriter(str(run_dir / "tensorboard"))
-
-
-def _read_history(path: Path | None, *, upto: int) -> list[dict]:
-    if path is None or not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill mid-write
-        if isinstance(row, dict) and row.get("step", math.inf) <= upto:
-            rows.append(row)
-    return rows
-
-
-def _rewrite_history(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    if run is not None and not isinstance(run, RunDirectory):
+        run = RunDirectory(run)
+    loop = TrainingLoop(model, x_train, config, run, device=device, dist_info=dist_info,
+                        resume=resume, extra=extra, progress=progress, x_val=x_val,
+                        restart=restart, stop_at=stop_at)
+    return loop.run_loop()

@@ -24,23 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
-
-from ..data import ManifoldBenchmark
-from ..evaluation import true_log_likelihood
-from ..manifolds import parse_latent
-from ..training.runs import write_json
-from .figures import plot_grouped_bars
-from .reproduce import TrainingSettings, _load_finished, _mean_std, run_jobs, seed_statistics
+from ...common.files import atomic_torch_save, read_json, safe_torch_load
+from ...training import FitConfig
+from ...data import ManifoldBenchmark
+from ...evaluation import true_log_likelihood
+from ..engine import (Job, gap_statistics, load_finished, run_jobs, seed_statistics,
+                      suite_embed_config, write_results)
+from ..figures import plot_grouped_bars
+from ..rows import Row, er_rows, gaussian_rows, sphere_peer_rows
+from .circle import BenchmarkSettings, training_summary
 
 
 @dataclass
-class ManifoldSuiteSettings(TrainingSettings):
+class ManifoldSuiteSettings(BenchmarkSettings):
     """Sizes of the manifold suite (defaults: the full table; ``quick()``: a smoke test)."""
 
     latents: list[str] = field(default_factory=lambda: ["S1", "S2", "T2", "SO3"])
-    steps: int = 4000
     # manifolds whose decoders need longer to reach the noise level (every row of that manifold
     # gets the same): at 4000 steps the T2 decoders' residual variance still exceeded σ² by
     # ~3% (≈1.4 nats of the 1.6-nat gap); 12000 steps brought one T2 run from 1.70 to 0.36.
@@ -61,20 +60,37 @@ class ManifoldSuiteSettings(TrainingSettings):
     restart_validation_fraction: float = 0.025
     seeds: int = 2
     suite: str = "manifolds"         # which rows: "manifolds" or "peers" (see suite_rows)
+    training: FitConfig = field(default_factory=lambda: BenchmarkSettings().training.replace(
+        steps=4000))
 
     @classmethod
     def quick(cls) -> "ManifoldSuiteSettings":
-        return cls(n_train=5000, n_test=500, steps=1500, seeds=1, iwae_k=200, embed_steps=1000,
-                   steps_by_latent={}, n_train_by_latent={}, restarts_by_latent={})
+        return cls(n_train=5000, n_test=500, seeds=1, embed_steps=1000, steps_by_latent={},
+                   n_train_by_latent={}, restarts_by_latent={},
+                   training=cls().training.replace(steps=1500, iwae_k=200))
 
     def steps_for(self, spec: str) -> int:
-        return int(self.steps_by_latent.get(spec, self.steps))
+        return int(self.steps_by_latent.get(spec, self.training.steps))
 
     def n_train_for(self, spec: str) -> int:
         return int(self.n_train_by_latent.get(spec, self.n_train))
 
     def restarts_for(self, spec: str) -> int:
         return int(self.restarts_by_latent.get(spec, 1))
+
+    def template_for(self, spec: str) -> FitConfig:
+        """The run config every row of ``spec`` starts from: its steps and restarts."""
+        cfg = self.training.replace(steps=self.steps_for(spec))
+        if self.restarts_for(spec) > 1:
+            cfg = cfg.replace(restarts=self.restarts_for(spec),
+                              restart_fraction=self.restart_fraction,
+                              validation_fraction=self.restart_validation_fraction)
+        return cfg
+
+    def with_steps(self, steps: int) -> "ManifoldSuiteSettings":
+        """Every manifold trained for ``steps`` (the command line's ``--steps``)."""
+        return dataclasses.replace(self, training=self.training.replace(steps=steps),
+                                   steps_by_latent={})
 
     @classmethod
     def peers(cls) -> "ManifoldSuiteSettings":
@@ -86,27 +102,16 @@ class ManifoldSuiteSettings(TrainingSettings):
         return dataclasses.replace(cls.quick(), latents=["S1", "S2"], suite="peers")
 
 
-def suite_rows(spec: str, suite: str = "manifolds") -> list[tuple[str, str, str, str, bool, str]]:
-    """``(key, name, latent, embedding, group action, compact_hidden)`` of the rows for ``spec``.
-
-    ``suite="manifolds"``: Gaussian VAEs of dim(M) and ambient(M), ER exact f + GA, ER learned
-    f + GA. ``suite="peers"`` (spheres) adds the von Mises–Fisher and Power Spherical VAEs, ER
-    exact f without group action, and ER exact f + GA on a normal hidden space (``f ∘ Φ``)."""
-    m = parse_latent(spec)
-    gauss = [("gauss-dim", f"Gaussian VAE, d={m.dim} = dim(M)", f"R{m.dim}", "exact", False, "box"),
-             ("gauss-ambient", f"Gaussian VAE, d={m.ambient_dim} = ambient(M)",
-              f"R{m.ambient_dim}", "exact", False, "box")]
-    er_ga = [("er-exact-ga", "ER, exact f + group action", spec, "exact", True, "box"),
-             ("er-learned-ga", "ER, learned f + group action", spec, "learned", True, "box")]
+def suite_rows(spec: str, suite: str = "manifolds") -> list[Row]:
+    """The rows for ``spec``. ``suite="manifolds"``: Gaussian VAEs of dim(M) and ambient(M), ER
+    exact f + GA, ER learned f + GA. ``suite="peers"`` (spheres) adds the von Mises–Fisher and
+    Power Spherical VAEs, ER exact f without group action, and ER exact f + GA on a normal hidden
+    space (``f ∘ Φ``)."""
     if suite == "manifolds":
-        return gauss + er_ga
+        return gaussian_rows(spec) + er_rows(spec)
     if suite == "peers":
-        return gauss + [("vmf", "von Mises–Fisher (S-VAE)", f"vmf:{spec}", "exact", False, "box"),
-                        ("powerspherical", "Power Spherical", f"powerspherical:{spec}", "exact",
-                         False, "box"),
-                        ("er-exact", "ER, exact f", spec, "exact", False, "box")] + er_ga + [
-                        ("er-normal-ga", "ER, exact f + group action, normal hidden (f ∘ Φ)", spec,
-                         "exact", True, "normal")]
+        return gaussian_rows(spec) + sphere_peer_rows(spec) + er_rows(spec, plain=True,
+                                                                      normal=True)
     raise ValueError(f"unknown suite {suite!r}")
 
 
@@ -116,14 +121,14 @@ def _ceiling(bench: ManifoldBenchmark, settings, out: Path):
     key = {"benchmark": bench.to_dict(), "n_train": n_train, "n_test": settings.n_test}
     path = out / "ceilings" / f"{bench.latent}.pt"
     if path.is_file():
-        saved = torch.load(path, weights_only=True)
+        saved = safe_torch_load(path, what="cached ceiling")
         if saved.get("key") == json.dumps(key, sort_keys=True):
             return saved["ll"], saved["err"], {"method": saved["method"]}
     x, _ = bench.sample(n_train + settings.n_test)
     ll, err, info = true_log_likelihood(bench, x[n_train:], return_info=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": json.dumps(key, sort_keys=True), "ll": ll, "err": err,
-                "method": info["method"]}, path)
+    atomic_torch_save({"key": json.dumps(key, sort_keys=True), "ll": ll, "err": err,
+                       "method": info["method"]}, path)
     return ll, err, info
 
 
@@ -137,43 +142,30 @@ def reproduce_manifolds(settings: ManifoldSuiteSettings, out: Path, *, force: bo
         bench = ManifoldBenchmark(spec, dim=settings.dim, noise=settings.noise,
                                   seed=settings.data_seed)
         emb_dir = out / "embeddings" / spec
-        embeddings.append((settings.embed_config(spec), emb_dir))
+        embeddings.append((suite_embed_config(spec, settings.embed_steps), emb_dir))
         per_manifold[spec] = {"bench": bench, "embedding_dir": emb_dir}
-        for key, name, latent, embedding, ga, hidden in suite_rows(spec, settings.suite):
+        template = settings.template_for(spec)
+        data = (bench.to_dict(), settings.n_train_for(spec), settings.n_test)
+        for row in suite_rows(spec, settings.suite):
             for seed in range(settings.seeds):
-                run_dir = out / "runs" / spec / f"{key}-seed{seed}"
-                cfg = settings.fit_config(latent,
-                                          str(emb_dir) if embedding == "learned" else "exact",
-                                          ga, seed)
-                steps = settings.steps_for(spec)
-                cfg = dataclasses.replace(cfg, steps=steps, checkpoint_every=max(1, steps // 4),
-                                          compact_hidden=hidden)
-                if settings.restarts_for(spec) > 1:
-                    cfg = dataclasses.replace(
-                        cfg, restarts=settings.restarts_for(spec),
-                        restart_fraction=settings.restart_fraction,
-                        validation_fraction=settings.restart_validation_fraction)
-                runs.setdefault(spec, {}).setdefault(key, []).append(run_dir)
-                jobs.append((f"{spec} {name} seed {seed}", cfg, run_dir,
-                             (bench.to_dict(), settings.n_train_for(spec), settings.n_test)))
+                run_dir = out / "runs" / spec / f"{row.key}-seed{seed}"
+                runs.setdefault(spec, {}).setdefault(row.key, []).append(run_dir)
+                jobs.append(Job(f"{spec} {row.name} seed {seed}",
+                                row.config(template, seed, embedding_dir=emb_dir), run_dir, data))
     run_jobs(jobs, settings.workers, out, force=force, progress=progress, log=log,
              embeddings=embeddings)
     for spec, info in per_manifold.items():   # after training, so that it does not slow it down
-        info["embedding"] = json.loads((info["embedding_dir"] / "report.json").read_text())["report"]
+        info["embedding"] = read_json(info["embedding_dir"] / "report.json")["report"]
         ll, err, how = _ceiling(info["bench"], settings, out)
         info.update(ll=ll, ll_err=err, ll_method=how["method"])
         log(f"{spec}: true log-likelihood of the test set {float(ll.mean()):.3f} "
             f"({how['method']}, numerical error {err:.1e}); "
             f"signal/noise per coordinate {info['bench'].signal_to_noise():.2f}")
-    loaded = {spec: {key: [_load_finished(d, with_model=False) for d in dirs]
+    loaded = {spec: {key: [load_finished(d, with_model=False) for d in dirs]
                      for key, dirs in rs.items()} for spec, rs in runs.items()}
     results = _summarize(settings, per_manifold, loaded)
-    results["total_seconds"] = time.perf_counter() - t_start
-    write_json(out / "results.json", results)
-    (out / "results.md").write_text(results_markdown(results))
     _figure(results, out / "gaps.png")
-    log(f"wrote {out}/results.json, results.md and gaps.png in {results['total_seconds']:.0f} s")
-    return results
+    return write_results(out, results, results_markdown, t_start, log, "gaps.png")
 
 
 def _summarize(settings, per_manifold, loaded) -> dict:
@@ -181,19 +173,9 @@ def _summarize(settings, per_manifold, loaded) -> dict:
     for spec, info in per_manifold.items():
         ll = info["ll"]
         rows = []
-        for key, name, latent, embedding, ga, hidden in suite_rows(spec, settings.suite):
-            rs = loaded[spec][key]
-            gaps = [float((ll - r["iwae"]).mean()) for r in rs]
-            # standard error over test examples of the gap, averaged over seeds
-            gap_se = float(math.sqrt(sum(float((ll - r["iwae"]).var() / len(ll)) for r in rs))
-                           / len(rs))
-            rows.append({
-                "key": key, "name": name, "latent": latent, "embedding": embedding,
-                "group_action": ga, "compact_hidden": hidden, **seed_statistics(rs),
-                "gap_to_true_ll_mean": float(np.mean(gaps)), "gap_to_true_ll_std": _mean_std(gaps)[1],
-                "gap_to_true_ll_stderr": gap_se,
-                "valid_bound": not (embedding == "learned" and ga),
-            })
+        for row in suite_rows(spec, settings.suite):
+            rs = loaded[spec][row.key]
+            rows.append({**row.to_dict(), **seed_statistics(rs), **gap_statistics(ll, rs)})
         er = [r for r in rows if r["latent"] == spec and r["valid_bound"]]
         peers = [r for r in rows if ":" in r["latent"]]
         best = max(er, key=lambda r: r["test_iwae_mean"])
@@ -215,13 +197,13 @@ def _summarize(settings, per_manifold, loaded) -> dict:
                if peers else {}),
             "rows": rows,
         })
-    return {"suite": settings.suite, "settings": dataclasses.asdict(settings), "manifolds": manifolds}
+    return {"suite": settings.suite, "settings": settings.to_dict(), "manifolds": manifolds}
 
 
 def _longer(s: dict) -> str:
     """`` (T2, SO3: 12000 for every row)`` for the manifolds trained longer in this run."""
     by = {k: v for k, v in s.get("steps_by_latent", {}).items()
-          if k in s.get("latents", []) and v != s["steps"]}
+          if k in s.get("latents", []) and v != s["training"]["steps"]}
     return f" ({', '.join(f'{k}: {v}' for k, v in by.items())}, for every row)" if by else ""
 
 
@@ -253,9 +235,7 @@ def results_markdown(res: dict) -> str:
         "",
         f"Data per manifold: {s['n_train']} train / {s['n_test']} test points, uniform on M -> "
         f"random MLP (100 ReLU, Xavier-uniform) -> R^{s['dim']}, noise σ={s['noise']}. All models: "
-        f"{'-'.join(map(str, s['hidden']))} MLP encoder/decoder, {s['steps']} steps{_longer(s)}, batch "
-        f"{s['batch_size']}, Adam {s['lr']} one-cycle, KL warm-up over the first "
-        f"{s['kl_warmup']:.0%}, {s['seeds']} seed(s); IWAE with K={s['iwae_k']}."
+        + training_summary(s).replace(" steps,", f" steps{_longer(s)},", 1) + "."
         + _per_manifold_data(s),
         "",
         "Gap = true log-likelihood − test IWAE (nats/example; mean over seeds, ± standard error "

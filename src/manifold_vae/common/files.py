@@ -1,10 +1,13 @@
-"""Checkpoint files: written atomically, read only through ``torch.load(weights_only=True)``.
+"""Files written atomically and read safely.
 
-A checkpoint holds tensors and plain Python data (dicts, lists, str, int, float, bool, None):
-nothing that needs unpickling of arbitrary classes, so a file from a stranger cannot run code.
+Checkpoints hold tensors and plain Python data (dicts, lists, str, int, float, bool, None) and are
+read only through ``torch.load(weights_only=True)``: nothing that needs unpickling of arbitrary
+classes, so a file from a stranger cannot run code. JSON files are written to a temporary name and
+renamed into place, so a reader never sees half a file.
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -50,3 +53,28 @@ def safe_torch_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: corrupt or truncated {what} ({first[:160]})") from None
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write ``obj`` as indented JSON atomically (temporary file + rename); tensors and numpy
+    scalars become lists and numbers."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    """The JSON value in ``path``, or ``default`` when the file is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return default
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -29,97 +29,98 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..data.images import load_image_dataset, rendered_rotations, rotated_digits, save_image_dataset
-from ..evaluation.alignment import align_angles, align_rotations, fisher_lee_correlation
-from ..manifolds.so3 import matrix_to_quaternion, quaternion_exp, quaternion_multiply
-from ..manifolds.rotations import quaternion_to_matrix
-from ..models.networks import RotatingConvDecoder
-from ..training.config import FitConfig
-from ..training.fit import fixed_binarization
-from ..training.runs import write_json
-from .figures import (plot_angle_recovery, plot_error_histogram, plot_grouped_bars,
-                      plot_image_grid)
-from .reproduce import _load_finished, run_jobs, seed_statistics
+from ...data.images import load_image_dataset, rendered_rotations, rotated_digits, save_image_dataset
+from ...evaluation.alignment import align_angles, align_rotations, fisher_lee_correlation
+from ...likelihoods import fixed_binarization
+from ...manifolds import parse_latent
+from ...manifolds.rotations import quaternion_to_matrix
+from ...manifolds.so3 import matrix_to_quaternion, quaternion_exp, quaternion_multiply
+from ...models.networks import RotatingConvDecoder
+from ...training import FitConfig
+from ..engine import Job, load_finished, run_jobs, seed_statistics, write_results
+from ..figures import plot_angle_recovery, plot_error_histogram, plot_grouped_bars, plot_image_grid
+from ..rows import Row, sphere_peer_rows
 
 DATASETS = ("digits", "renders")
 ASYMMETRIC_DIGITS = (2, 3, 4, 5, 7)   # no rotational self-symmetry and no rotated twin
 
 
+def image_training(**changes) -> FitConfig:
+    """The run config image models start from: conv encoder, Bernoulli likelihood with dynamic
+    binarization, batch 128, Adam 1e-3 one-cycle, KL warm-up over the first 20%."""
+    base = dict(hidden=[256], likelihood="bernoulli", conv_channels=[32, 64], batch_size=128,
+                lr=1e-3, kl_warmup=0.2, iwae_k=50)
+    return FitConfig(**{**base, **changes})
+
+
 @dataclass
 class ImageSuiteSettings:
-    """Sizes of the image suite (defaults: the full table; ``quick()``: a smoke test)."""
+    """Sizes of the image suite (defaults: the full table; ``quick()``: a smoke test). Each
+    dataset's models start from its own run config (``digits``, ``renders``)."""
 
     datasets: list[str] = field(default_factory=lambda: list(DATASETS))
     data_seed: int = 0
     digits_size: int = 16            # canvas side; the digit fills its central 3/4
     digits_copies: int = 8           # rotated copies of each of the 1797 digits
     digits_style: int = 4            # k of S1xRk: dimensions for everything but the angle
-    digits_steps: int = 2500
-    digits_network: str = "conv-rotate"   # decoder: "conv", "conv-rotate" (equivariant to turns)
-    digits_encoder_symmetry: int = 4      # encoder equivariant to quarter turns (1: plain)
     renders_n: int = 8000
     renders_size: int = 32
     renders_style: int = 1           # k of SO3xRk
-    renders_steps: int = 1000
-    renders_network: str = "splat"        # decoder: "conv", "splat" (a learned 3D object turned)
-    batch_size: int = 128
-    lr: float = 1e-3
-    kl_warmup: float = 0.2
-    hidden: list[int] = field(default_factory=lambda: [256])
-    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     seeds: int = 2
-    iwae_k: int = 50
     workers: int = 0
+    # digits: a decoder equivariant to turns, an encoder equivariant to quarter turns
+    digits: FitConfig = field(default_factory=lambda: image_training(
+        network="conv-rotate", encoder_symmetry=4, image_shape=[1, 16, 16], steps=2500))
+    # renders: a decoder that turns a learned 3D object
+    renders: FitConfig = field(default_factory=lambda: image_training(
+        network="splat", image_shape=[1, 32, 32], steps=1000))
 
     @classmethod
     def quick(cls) -> "ImageSuiteSettings":
-        return cls(digits_copies=2, digits_steps=300, renders_n=1000, renders_steps=120,
-                   seeds=1, iwae_k=10, conv_channels=[16, 32])
+        base = cls()
+        return cls(digits_copies=2, renders_n=1000, seeds=1,
+                   digits=base.digits.replace(steps=300, iwae_k=10, conv_channels=[16, 32]),
+                   renders=base.renders.replace(steps=120, iwae_k=10, conv_channels=[16, 32]))
+
+    def with_steps(self, steps: int) -> "ImageSuiteSettings":
+        return dataclasses.replace(self, digits=self.digits.replace(steps=steps),
+                                   renders=self.renders.replace(steps=steps))
 
     def steps(self, dataset: str) -> int:
-        return self.digits_steps if dataset == "digits" else self.renders_steps
+        return getattr(self, dataset).steps
 
     def data_key(self, dataset: str) -> dict:
         if dataset == "digits":
             return {"size": self.digits_size, "copies": self.digits_copies, "seed": self.data_seed}
         return {"n": self.renders_n, "size": self.renders_size, "seed": self.data_seed}
 
-    def fit_config(self, dataset: str, latent: str, group_action: bool, seed: int,
-                   image_shape) -> FitConfig:
-        steps = self.steps(dataset)
-        network = self.digits_network if dataset == "digits" else self.renders_network
-        return FitConfig(latent=latent, group_action=group_action, hidden=list(self.hidden),
-                         network=network,
-                         encoder_symmetry=self.digits_encoder_symmetry if dataset == "digits" else 1, likelihood="bernoulli", image_shape=list(image_shape),
-                         conv_channels=list(self.conv_channels), steps=steps,
-                         batch_size=self.batch_size, lr=self.lr, kl_warmup=self.kl_warmup,
-                         seed=seed, iwae_k=self.iwae_k, checkpoint_every=max(1, steps // 4))
+    def template(self, dataset: str, image_shape) -> FitConfig:
+        return getattr(self, dataset).replace(image_shape=list(image_shape))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**d, "digits": self.digits.to_dict(), "renders": self.renders.to_dict()}
 
 
 def _with_style(base: str, k: int) -> str:
     return base if k == 0 else f"{base}xR{k}"
 
 
-def image_rows(dataset: str, settings: ImageSuiteSettings) -> list[tuple[str, str, str, bool]]:
-    """``(key, name, latent, group action)`` of the rows of ``dataset``."""
-    if dataset == "digits":
-        k = settings.digits_style
-        d, er = 1 + k, _with_style("S1", k)
-        return [("gauss", f"Gaussian VAE, R{d}", f"R{d}", False),
-                ("vmf", f"von Mises–Fisher (S-VAE), S{d}", f"vmf:S{d}", False),
-                ("powerspherical", f"Power Spherical, S{d}", f"powerspherical:S{d}", False),
-                ("er", f"ER {er}, exact f", er, False),
-                ("er-ga", f"ER {er}, exact f + group action", er, True)]
-    if dataset == "renders":
-        k = settings.renders_style
-        d, er = 3 + k, _with_style("SO3", k)
-        return [("gauss", f"Gaussian VAE, R{d}", f"R{d}", False),
-                ("er", f"ER {er}, exact f", er, False),
-                ("er-ga", f"ER {er}, exact f + group action", er, True)]
-    raise ValueError(f"unknown image dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+def image_rows(dataset: str, settings: ImageSuiteSettings) -> list[Row]:
+    """The rows of ``dataset``: a Gaussian VAE of the ER model's dimension, the spherical peers
+    of the same dimension (digits only: there is no spherical posterior on SO(3) × R^k), ER with
+    and without the group action."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown image dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+    base, k = ("S1", settings.digits_style) if dataset == "digits" else ("SO3", settings.renders_style)
+    d, er = parse_latent(base).dim + k, _with_style(base, k)
+    peers = sphere_peer_rows(f"S{d}", suffix=f", S{d}") if dataset == "digits" else []
+    return [Row.of("gauss", f"Gaussian VAE, R{d}", f"R{d}"), *peers,
+            Row.of("er", f"ER {er}, exact f", er),
+            Row.of("er-ga", f"ER {er}, exact f + group action", er, group_action=True)]
 
 
-def _dataset(dataset: str, settings: ImageSuiteSettings, out: Path, log) -> dict:
+def image_dataset(dataset: str, settings: ImageSuiteSettings, out: Path, log) -> dict:
     """The dataset (cached in ``out/data`` under its settings) and its train/test file for the
     training workers."""
     path = out / "data" / f"{dataset}.npz"
@@ -148,18 +149,19 @@ def reproduce_images(settings: ImageSuiteSettings, out: Path, *, force: bool = F
     out.mkdir(parents=True, exist_ok=True)
     datasets, jobs, runs = {}, [], {}
     for name in settings.datasets:
-        data = _dataset(name, settings, out, log)
+        data = image_dataset(name, settings, out, log)
         datasets[name] = data
-        for key, label, latent, ga in image_rows(name, settings):
+        template = settings.template(name, data["image_shape"].tolist())
+        for row in image_rows(name, settings):
             for seed in range(settings.seeds):
-                run_dir = out / "runs" / name / f"{key}-seed{seed}"
-                cfg = settings.fit_config(name, latent, ga, seed, data["image_shape"].tolist())
-                runs.setdefault(name, {}).setdefault(key, []).append(run_dir)
-                jobs.append((f"{name} {label} seed {seed}", cfg, run_dir, data["split_path"]))
+                run_dir = out / "runs" / name / f"{row.key}-seed{seed}"
+                runs.setdefault(name, {}).setdefault(row.key, []).append(run_dir)
+                jobs.append(Job(f"{name} {row.name} seed {seed}", row.config(template, seed),
+                                run_dir, data["split_path"]))
     run_jobs(jobs, settings.workers, out, force=force, progress=progress, log=log)
-    results = {"suite": "images", "settings": dataclasses.asdict(settings), "datasets": {}}
+    results = {"suite": "images", "settings": settings.to_dict(), "datasets": {}}
     for name, data in datasets.items():
-        loaded = {key: [_load_finished(d) for d in dirs] for key, dirs in runs[name].items()}
+        loaded = {key: [load_finished(d) for d in dirs] for key, dirs in runs[name].items()}
         results["datasets"][name] = _summarize(name, settings, data, loaded, out)
     d, r = results["datasets"].get("digits"), results["datasets"].get("renders")
     if d:
@@ -167,20 +169,16 @@ def reproduce_images(settings: ImageSuiteSettings, out: Path, *, force: bool = F
         results["circular_correlation_per_class"] = d["recovery"]["er-ga"]["per_class_mean"]
     if r:
         results["median_geodesic_error_deg"] = r["recovery"]["er-ga"]["median_geodesic_error_deg_mean"]
-    results["total_seconds"] = time.perf_counter() - t_start
-    write_json(out / "results.json", results)
-    (out / "results.md").write_text(results_markdown(results))
     _bars(results, out / "iwae.png")
-    log(f"wrote {out}/results.json, results.md and figures in {results['total_seconds']:.0f} s")
-    return results
+    return write_results(out, results, results_markdown, t_start, log, "figures")
 
 
 # ---------------------------------------------------------------------- analysis
-def _test_set(data: dict) -> tuple[torch.Tensor, np.ndarray]:
+def image_test_set(data: dict, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """The binarized test images every model was evaluated on, and their row numbers."""
     idx = np.flatnonzero(data["test"])
     x = torch.from_numpy(data["x"][idx])
-    return fixed_binarization(x, seed=FitConfig().split_seed), idx
+    return fixed_binarization(x, seed=seed), idx
 
 
 @torch.no_grad()
@@ -230,7 +228,7 @@ def render_recovery(model, x: torch.Tensor, rotation: np.ndarray) -> dict:
     """Median geodesic error after the best global alignment, of the latent SO(3) factor (ER
     models) and of the decoder's rotation (any latent with a splat decoder)."""
     out = {}
-    if model.manifold.factors()[0].spec == "SO3" and not model.family:
+    if model.manifold.factors()[0].spec == "SO3" and not model.spec.on_sphere:
         fit = align_rotations(so3_matrices(model, x), rotation)
         out.update(median_geodesic_error_deg=fit["median_geodesic_error_deg"],
                    inverse=fit["inverse"], _errors=fit["errors_deg"])
@@ -241,14 +239,13 @@ def render_recovery(model, x: torch.Tensor, rotation: np.ndarray) -> dict:
 
 
 def _summarize(name, settings, data, loaded, out: Path) -> dict:
-    x_test, idx = _test_set(data)
-    rows = []
-    for key, label, latent, ga in image_rows(name, settings):
-        rows.append({"key": key, "name": label, "latent": latent, "group_action": ga,
-                     **seed_statistics(loaded[key]), "steps": settings.steps(name)})
+    x_test, idx = image_test_set(data, getattr(settings, name).split_seed)
+    rows = [{**row.to_dict(), **seed_statistics(loaded[row.key]), "steps": settings.steps(name)}
+            for row in image_rows(name, settings)]
     recovery, figs = {}, out / "figures"
     figs.mkdir(exist_ok=True)
-    for key, label, latent, ga in image_rows(name, settings):
+    for row in image_rows(name, settings):
+        key = row.key
         per_seed = []
         for r in loaded[key]:
             if name == "digits":
@@ -331,14 +328,16 @@ def _bars(results: dict, path: Path) -> None:
 # ---------------------------------------------------------------------- report
 def results_markdown(res: dict) -> str:
     s = res["settings"]
+    d, r = s["digits"], s["renders"]
+    dm, rm = d["model"], r["model"]
     lines = ["# Image suite: manifold latents on rotated digits and rendered rotations", "",
-             f"Every model of a dataset has the same conv encoder (channels {s['conv_channels']}, "
-             f"then {s['hidden']}; digits: equivariant to turns by 2π/{s['digits_encoder_symmetry']} "
+             f"Every model of a dataset has the same conv encoder (channels {dm['conv_channels']}, "
+             f"then {dm['hidden']}; digits: equivariant to turns by 2π/{dm['encoder_symmetry']} "
              f"where the model has an output that can turn) and decoder (digits: "
-             f"`{s['digits_network']}`, renders: `{s['renders_network']}`), Bernoulli likelihood with dynamic binarization, "
-             f"Adam {s['lr']} one-cycle, batch {s['batch_size']}, KL warm-up over the first "
-             f"{s['kl_warmup']:.0%} and the same number of steps (digits {s['digits_steps']}, "
-             f"renders {s['renders_steps']}); {s['seeds']} seed(s). Test IWAE with K={s['iwae_k']} "
+             f"`{dm['network']}`, renders: `{rm['network']}`), Bernoulli likelihood with dynamic "
+             f"binarization, Adam {d['lr']} one-cycle, batch {d['batch_size']}, KL warm-up over the "
+             f"first {d['kl_warmup']:.0%} and the same number of steps (digits {d['steps']}, "
+             f"renders {r['steps']}); {s['seeds']} seed(s). Test IWAE with K={d['iwae_k']} "
              f"(nats per image) on a test set binarized once. Mean ± std over seeds.", ""]
     for name, d in res["datasets"].items():
         rec = d["recovery"]

@@ -1,0 +1,151 @@
+"""The embedding-reparameterization (ER) latent of Golikov & Kretov (arXiv:1812.02769).
+
+    z ~ q(z|x) (reparameterized),   m = g(x) · f(z),
+    KL(q(z|x) || p(z))  computed in the hidden space
+
+The KL equals the KL on ``M`` because ``f`` is injective and its volume factor ``sqrt(det JᵀJ)``
+is the same for posterior and prior; a ``g`` that preserves the prior changes nothing either. A
+compact factor's hidden coordinates live in the box ``[0,1]`` (prior ``U(0,1)``, Beta posterior;
+the default) or in ``R`` (prior ``N(0,1)``, Gaussian posterior) with ``f`` applied after the
+normal CDF ``Φ``, which pushes ``N(0,1)`` onto ``U(0,1)``: ``m = g · f(Φ(z))``. On ``R<k>`` (no
+compact factor) this is the Gaussian VAE of Kingma & Welling (arXiv:1312.6114), identity map.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..distributions import HiddenSpace
+from ..distributions.box import beta_rsample_and_kl, probit_to_box
+from ..distributions.hidden import normal_rsample_and_kl
+from ..embeddings import ExactEmbedding, load_embedding
+from .base import LatentOutput, ManifoldLatent
+from .spec import LatentSpec
+
+
+class ERLatent(ManifoldLatent):
+    """ER posterior on any manifold (and the Gaussian VAE's on ``R<k>``); see the module docstring.
+
+    Raw encoder outputs, per example: the hidden posterior's ``2·d`` parameters (for each block
+    of hidden coordinates of one kind, the locations — Beta mean logits or Gaussian means — then
+    the scales — log concentrations or log standard deviations), then, with a group action,
+    ``group_param_dim`` numbers for ``g(x)``.
+    """
+
+    families = ("er",)
+
+    def __init__(self, spec: str | LatentSpec, *, embedding: nn.Module | str | None = None,
+                 **options):
+        super().__init__(spec, embedding=embedding, **options)
+        spec, m = self.spec, self.manifold
+        kinds = m.hidden_kinds
+        probit = spec.compact_hidden == "normal" and "box" in kinds
+        self.hidden_space = HiddenSpace(["euclidean"] * len(kinds) if probit else kinds,
+                                        init_concentration=spec.init_concentration)
+        # Φ is applied to these hidden coordinates before f (None: none, True: all of them)
+        self._probit = None if not probit else (True if set(kinds) == {"box"} else
+                                                torch.tensor([k == "box" for k in kinds]))
+        mask = []
+        for kind, size in self.hidden_space.blocks:
+            mask += [kind == "box"] * size + [False] * size
+        self.register_buffer("_centre_mask", torch.tensor(mask, dtype=torch.bool), persistent=False)
+        if embedding is None and spec.embedding not in ("exact", "learned"):
+            embedding = load_embedding(spec.embedding, expect=m)
+        if embedding is None and spec.embedding == "learned":
+            raise ValueError("embedding='learned' needs the trained map: pass embedding="
+                             "fit_learned_embedding(EmbedConfig(latent=...))[0]")
+        self.embedding = embedding if embedding is not None else ExactEmbedding(m)
+        emb_manifold = getattr(self.embedding, "manifold", m)
+        if emb_manifold.spec != m.spec:
+            raise ValueError(f"embedding is for {emb_manifold.spec}, latent is {m.spec}")
+        self.embedding.requires_grad_(False)
+        self._exact = isinstance(self.embedding, ExactEmbedding)
+        blocks = self.hidden_space.blocks
+        # which fast path the training step can take (one block of one kind)
+        self._single_kind = blocks[0][0] if len(blocks) == 1 else None
+
+    @property
+    def param_dim(self) -> int:
+        return self.hidden_space.param_dim + (self.manifold.group_param_dim
+                                              if self.spec.group_action else 0)
+
+    # ------------------------------------------------------------------ pieces
+    def _split(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Hidden posterior parameters (Beta means centred if asked) and group parameters."""
+        n = self.hidden_space.param_dim
+        hidden = raw[..., :n]
+        if self.spec.centred_posterior:
+            hidden = hidden.masked_fill(self._centre_mask, 0.0)
+        return hidden, (raw[..., n:] if self.spec.group_action else None)
+
+    def posterior(self, raw: Tensor):
+        return self.hidden_space.posterior(self._split(raw)[0])
+
+    def group(self, raw: Tensor):
+        """``g(x)`` from raw outputs, ``None`` without a group action."""
+        group_raw = self._split(raw)[1]
+        return None if group_raw is None else self.manifold.group_element(group_raw)
+
+    def to_box(self, z: Tensor) -> Tensor:
+        """The hidden sample as ``f`` takes it: ``Φ(z)`` on compact coordinates with a normal
+        hidden space (kept inside ``(0,1)``), ``z`` itself otherwise."""
+        if self._probit is None:
+            return z
+        u = probit_to_box(z)
+        return u if self._probit is True else torch.where(self._probit.to(z.device), u, z)
+
+    def point(self, z: Tensor, g=None) -> Tensor:
+        """``m = g · f(z)`` for hidden samples ``z``."""
+        m = self.embedding(self.to_box(z))
+        return m if g is None else self.manifold.act(g, m)
+
+    def _sample_with_kl(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """One reparameterized hidden sample and the closed-form KL, on the shortest op path."""
+        d = self.hidden_space.dim
+        loc, scale = hidden[..., :d], hidden[..., d:]
+        if self._single_kind == "euclidean":
+            return normal_rsample_and_kl(loc, scale)
+        if self._single_kind == "box":
+            return beta_rsample_and_kl(loc, scale + self.hidden_space.log_concentration_offset)
+        q = self.hidden_space.posterior(hidden)
+        return q.rsample(), self.hidden_space.kl(q)
+
+    # ------------------------------------------------------------------ the layer
+    def forward(self, raw: Tensor) -> LatentOutput:
+        hidden, group_raw = self._split(raw)
+        z, kl = self._sample_with_kl(hidden)
+        if self._exact:     # fused g·f(z) where the manifold has one
+            m = self.manifold.act_on_exact(self.to_box(z), group_raw)
+        else:
+            g = None if group_raw is None else self.manifold.group_element(group_raw)
+            m = self.point(z, g)
+
+        def log_ratio():
+            q = self.hidden_space.posterior(hidden)
+            return self.hidden_space.prior_log_prob(z) - q.log_prob(z)
+        return LatentOutput(m, z, kl, log_ratio)
+
+    def sample(self, raw: Tensor, k: int) -> LatentOutput:
+        hidden, group_raw = self._split(raw)
+        q = self.hidden_space.posterior(hidden)
+        g = None if group_raw is None else self.manifold.group_element(group_raw)
+        z = q.rsample((k,))
+        return LatentOutput(self.point(z, g), z, lambda: self.hidden_space.kl(q),
+                            self.hidden_space.prior_log_prob(z) - q.log_prob(z))
+
+    def mean_point(self, raw: Tensor) -> Tensor:
+        return self.point(self.posterior(raw).mean, self.group(raw))
+
+    def turning_slot(self) -> int | None:
+        kinds = self.manifold.hidden_kinds
+        if set(kinds) == {"euclidean"} and self.manifold.dim >= 2:
+            return 0                                   # the first two posterior means
+        if self.spec.group_action and self.manifold.factors()[0].spec == "S1":
+            return self.hidden_space.param_dim         # the circle's group-action vector
+        return None
+
+    @property
+    def init_concentration(self) -> float:
+        return math.exp(self.hidden_space.log_concentration_offset)

@@ -1,0 +1,80 @@
+"""What builds a model: :class:`ModelConfig` and :func:`build_model`.
+
+The model config is saved with every run (inside the run config) and is all that is needed to
+rebuild the model's skeleton, into which a checkpoint's weights are loaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..common.config import Config
+from ..errors import UsageError
+from ..latents import LatentSpec, ManifoldLatent
+from ..likelihoods import LIKELIHOODS
+from .networks import NETWORKS
+from .vae import VAE
+
+
+@dataclass(init=False)
+class ModelConfig(Config):
+    """The latent layer, the networks and the likelihood of a model.
+
+    Keys can be given by short name (``ModelConfig(latent="S2", group_action=True,
+    hidden=[128, 128])``); see :class:`~manifold_vae.latents.LatentSpec` for the latent's.
+    """
+
+    latent: LatentSpec = field(default_factory=LatentSpec)
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"
+    likelihood: str = "gaussian"      # "gaussian" (learned scale per coordinate) or "bernoulli"
+    network: str = "mlp"              # "mlp"; images (need image_shape): "conv", "conv-rotate", "splat"
+    image_shape: list[int] = field(default_factory=list)   # (C, H, W) of a row, for image networks
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64])
+    encoder_symmetry: int = 1         # image encoder equivariant to turns by 2π/n (n = 1, 2, 4)
+    # learned embedding (when latent.embedding == "learned"): WAE-MMD steps and widths
+    embed_steps: int = 2000
+    embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
+
+    def validate(self) -> "ModelConfig":
+        if self.embed_steps < 1:
+            raise UsageError(f"config: embed_steps must be a positive integer, got {self.embed_steps}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise UsageError(f"config: hidden must be a list of positive widths, got {self.hidden}")
+        if self.likelihood not in LIKELIHOODS:
+            raise UsageError(f"config: likelihood must be one of {', '.join(LIKELIHOODS)}, "
+                             f"got {self.likelihood!r}")
+        if self.network not in NETWORKS:
+            raise UsageError(f"config: network must be one of {', '.join(NETWORKS)}; "
+                             f"got {self.network!r}")
+        if self.network != "mlp" and len(self.image_shape) != 3:
+            raise UsageError(f"config: network={self.network!r} needs image_shape = [channels, "
+                             "height, width] (image data files made by `manifold-vae data "
+                             "digits|renders` carry it)")
+        if self.image_shape and (len(self.image_shape) != 3 or min(self.image_shape) < 1):
+            raise UsageError(f"config: image_shape must be three positive integers, got {self.image_shape}")
+        if not self.conv_channels or min(self.conv_channels) < 1:
+            raise UsageError(f"config: conv_channels must be positive widths, got {self.conv_channels}")
+        if self.encoder_symmetry not in (1, 2, 4):
+            raise UsageError(f"config: encoder_symmetry must be 1, 2 or 4, got {self.encoder_symmetry}")
+        if not self.embed_hidden or any(h < 1 for h in self.embed_hidden):
+            raise UsageError(f"config: embed_hidden must be positive widths, got {self.embed_hidden}")
+        return self
+
+
+def build_model(config: ModelConfig, data_dim: int, *, embedding: torch.nn.Module | None = None
+                ) -> VAE:
+    """The untrained model ``config`` describes for ``data_dim``-dimensional data
+    (``embedding``: the trained learned map, when the latent asks for one).
+
+    Raises :class:`UsageError` naming the problem (e.g. an image shape that does not match the
+    data); nothing is trained or written.
+    """
+    try:
+        latent = ManifoldLatent(config.latent, embedding=embedding)
+        likelihood = LIKELIHOODS[config.likelihood](data_dim)
+        encoder, decoder = NETWORKS[config.network](data_dim, latent, config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return VAE(encoder, latent, decoder, likelihood)
