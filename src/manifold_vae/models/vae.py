@@ -52,8 +52,11 @@ class VAE(nn.Module):
         if not isinstance(likelihood, Likelihood):
             raise TypeError(f"likelihood must be a Likelihood (GaussianLikelihood, "
                             f"BernoulliLikelihood), got {type(likelihood).__name__}")
-        self.encoder, self.latent, self.decoder = encoder, latent, decoder
+        # the likelihood first: its parameters come first in parameters(), the order in which
+        # gradient clipping sums the squared norms (as in the models of earlier versions, so
+        # that runs reproduce bit for bit)
         self.likelihood = likelihood
+        self.encoder, self.latent, self.decoder = encoder, latent, decoder
 
     # ------------------------------------------------------------------ descriptions
     @property

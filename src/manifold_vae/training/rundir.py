@@ -277,11 +277,13 @@ def _upgrade(ckpt: dict) -> dict:
     ckpt = dict(ckpt, model=state, version=CHECKPOINT_VERSION)
     opt = ckpt.get("optimizer")
     if likelihood != "gaussian" and isinstance(opt, dict) and opt.get("param_groups"):
-        # the unused scale of a version-1 Bernoulli model was its last parameter
-        group = opt["param_groups"][-1]
-        last = group["params"][-1]
-        opt = dict(opt, state={k: v for k, v in opt["state"].items() if k != last},
-                   param_groups=opt["param_groups"][:-1] + [dict(group, params=group["params"][:-1])])
+        # the unused scale of a version-1 Bernoulli model was its first parameter
+        group = opt["param_groups"][0]
+        first = group["params"][0]
+        shift = lambda i: i - 1 if i > first else i     # noqa: E731
+        opt = dict(opt, state={shift(k): v for k, v in opt["state"].items() if k != first},
+                   param_groups=[dict(g, params=[shift(i) for i in g["params"] if i != first])
+                                 for g in opt["param_groups"]])
         ckpt["optimizer"] = opt
     if isinstance(ckpt.get("best"), dict) and isinstance(ckpt["best"].get("model"), dict):
         ckpt["best"] = dict(ckpt["best"], model=_upgrade({"config": ckpt["config"], "model":
