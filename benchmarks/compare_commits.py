@@ -1,95 +1,106 @@
-"""This checkout's speed against another commit's, measured in one run.
+"""This checkout's speed against another commit's, in one process, interleaved.
 
-    python benchmarks/compare_commits.py --base REV [--rounds 3] [--threads 1]
+    python benchmarks/compare_commits.py --base REV [--rounds 15] [--steps 20] [--threads 1]
 
-Checks out ``REV`` into a temporary git worktree, then runs each commit's own
-``benchmarks/step_time.py`` and ``benchmarks/latent_layer.py`` (each against its own ``src``),
-alternating between the two commits for ``--rounds`` rounds so that drifts of the machine hit both
-alike. Prints, for every ratio the scripts report (a model's step time over its Gaussian VAE's,
-another posterior's latent-layer time over ER's), the median over rounds for both commits and the
-relative change. The ratios are what the scripts promise; absolute times vary between runs.
+Exports ``REV``'s package into a temporary folder under another name (``manifold_vae_base``; the
+package uses only relative imports), imports both versions side by side, builds the same models
+from each (the models of ``step_time.py`` and the whole steps of ``latent_layer.py``: the same
+256-256 MLPs, D=100, batch 512) and times their Adam training steps in one interleaved loop, so
+that drifts of the machine hit both alike. Prints, per model, the ms/step of each version
+and this one's time over the base's (the fastest round of each, since noise on a
+shared machine only ever adds time); then each version's ratio to its Gaussian VAE of the same
+dimension, the figure the scripts report. A version-1 model (one ``VAE(D, latent, ...)``
+class) and a version-2 one (``build_model(ModelConfig(...), D)``) are both understood.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import statistics
+import importlib
+import io
 import subprocess
 import sys
+import tarfile
 import tempfile
+import time
 from pathlib import Path
 
+import torch
+
+from timing import make_step   # benchmarks/timing.py
+
 ROOT = Path(__file__).resolve().parent.parent
-STEP = re.compile(r"^(?P<name>\S.*?)\s+(?P<ms>\d+\.\d+)\s+(?P<ratio>\d+\.\d+)\s{2}(?P<base>\S.*)$")
-LAYER = re.compile(r"^\s*(?P<n>\d+)\s+(?P<box>\d+)\s+(?P<normal>\d+)\s+(?P<vmf>\d+)\s+(?P<ps>\d+)\s")
-WHOLE = re.compile(r"(?P<name>[\w-]+) (?P<ms>\d+\.\d+) ms \((?P<ratio>\d+\.\d+)\)")
+MODELS = {   # name: (keys, the Gaussian VAE it is compared with)
+    "gaussian d=1 (R1)": ({"latent": "R1"}, "gaussian d=1 (R1)"),
+    "ER exact S1": ({"latent": "S1"}, "gaussian d=1 (R1)"),
+    "ER exact S1 + group action": ({"latent": "S1", "group_action": True}, "gaussian d=1 (R1)"),
+    "gaussian d=3 (R3)": ({"latent": "R3"}, "gaussian d=3 (R3)"),
+    "ER exact SO3 + group action": ({"latent": "SO3", "group_action": True}, "gaussian d=3 (R3)"),
+    "gaussian d=10 (R10)": ({"latent": "R10"}, "gaussian d=10 (R10)"),
+    "ER-box S10": ({"latent": "S10"}, "gaussian d=10 (R10)"),
+    "ER-normal S10": ({"latent": "S10", "compact_hidden": "normal"}, "gaussian d=10 (R10)"),
+    "vMF S10": ({"latent": "vmf:S10"}, "gaussian d=10 (R10)"),
+    "PS S10": ({"latent": "powerspherical:S10"}, "gaussian d=10 (R10)"),
+}
 
 
-def ratios(output: str) -> dict[str, float]:
-    """Every ratio in the output of step_time.py or latent_layer.py, by a readable key."""
-    out: dict[str, float] = {}
-    sphere = None
-    for line in output.splitlines():
-        m = STEP.match(line)
-        if m and "x K" not in line:
-            out[f"step {m['name'].strip()} / {m['base'].strip()}"] = float(m["ratio"])
-            continue
-        m = LAYER.match(line)
-        if m:
-            t = {k: float(m[k]) for k in ("box", "normal", "vmf", "ps")}
-            for k in ("normal", "vmf", "ps"):
-                out[f"layer S{m['n']} {k} / ER-box"] = t[k] / t["box"]
-            continue
-        if line.startswith("S") and ":" in line:
-            sphere = line.split(":")[0]
-            for w in WHOLE.finditer(line):
-                if w["name"] != "gaussian":
-                    out[f"whole step {sphere} {w['name']} / gaussian"] = float(w["ratio"])
-    return out
+def export(rev: str, where: Path) -> str:
+    """``rev``'s ``src/manifold_vae`` as the package ``manifold_vae_base`` in ``where``."""
+    tar = subprocess.run(["git", "archive", rev, "src/manifold_vae"], cwd=ROOT, check=True,
+                         capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        t.extractall(where, filter="data")
+    (where / "src" / "manifold_vae").rename(where / "manifold_vae_base")
+    return "manifold_vae_base"
 
 
-def run(checkout: Path, script: str, args: list[str]) -> str:
-    env = dict(os.environ, PYTHONPATH=str(checkout / "src"))
-    res = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=checkout, env=env,
-                         capture_output=True, text=True, check=True)
-    return res.stdout
+def build(pkg, keys: dict, dim: int):
+    if hasattr(pkg, "build_model"):
+        return pkg.build_model(pkg.ModelConfig(**keys), dim)
+    keys = dict(keys)
+    return pkg.VAE(dim, keys.pop("latent"), **keys)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", required=True, help="the commit to compare against")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=20, help="steps per model per round")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    scripts = {
-        "step_time.py": ["--threads", str(args.threads), "--rounds", "3", "--steps", "40",
-                         "--iwae-n", "100", "--iwae-k", "100"],
-        "latent_layer.py": ["--threads", str(args.threads), "--rounds", "3", "--reps", "30",
-                            "--step-reps", "10"],
-    }
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "base"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.base], cwd=ROOT,
-                       check=True)
-        try:
-            seen: dict[str, dict[str, list[float]]] = {"base": {}, "this": {}}
-            for r in range(args.rounds):
-                for who, checkout in (("base", base), ("this", ROOT)):
-                    for script, extra in scripts.items():
-                        for key, value in ratios(run(checkout, script, extra)).items():
-                            seen[who].setdefault(key, []).append(value)
-                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
-                           check=False)
-    print(f"median over {args.rounds} rounds; base = {args.base}, this = the working tree")
-    print(f"{'ratio':58s} {'base':>7s} {'this':>7s} {'change':>8s}")
-    for key in seen["this"]:
-        if key not in seen["base"]:
-            continue
-        b, t = statistics.median(seen["base"][key]), statistics.median(seen["this"][key])
-        print(f"{key:58s} {b:7.3f} {t:7.3f} {100 * (t / b - 1):+7.1f}%")
+        name = export(args.base, Path(tmp))
+        sys.path.insert(0, tmp)
+        base = importlib.import_module(name)
+        sys.path.insert(0, str(ROOT / "src"))
+        this = importlib.import_module("manifold_vae")
+        torch.manual_seed(0)
+        x = torch.randn(512, 100)
+        steps = {}
+        for model, (keys, _) in MODELS.items():
+            for who, pkg in (("base", base), ("this", this)):
+                torch.manual_seed(0)
+                steps[(model, who)] = make_step(build(pkg, keys, 100), x)
+        for fn in steps.values():           # warm-up
+            for _ in range(3):
+                fn()
+        times = {k: [] for k in steps}
+        for _ in range(args.rounds):
+            for k, fn in steps.items():
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    fn()
+                times[k].append((time.perf_counter() - t) / args.steps)
+    # the fastest round: timing noise on a shared machine only ever adds time
+    med = {k: min(v) for k, v in times.items()}
+    print(f"training step, batch 512, D=100, 256-256 MLPs, {args.threads} thread(s); fastest of "
+          f"{args.rounds} interleaved rounds x {args.steps} steps; base = {args.base}")
+    print(f"{'model':30s} {'base ms':>8s} {'this ms':>8s} {'this/base':>9s}   "
+          f"{'ratio to Gaussian: base':>24s} {'this':>6s}")
+    for model, (_, gauss) in MODELS.items():
+        b, t = med[(model, "base")], med[(model, "this")]
+        rb, rt = b / med[(gauss, "base")], t / med[(gauss, "this")]
+        print(f"{model:30s} {b * 1e3:8.2f} {t * 1e3:8.2f} {t / b:9.3f}   {rb:24.3f} {rt:6.3f}")
 
 
 if __name__ == "__main__":

@@ -82,14 +82,14 @@ def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent:
     cfg = row.config(template, seed).replace(threads=threads)
     with np.load(data["split_path"]) as split:
         x_train, x_test = torch.from_numpy(split["x_train"]), torch.from_numpy(split["x_test"])
-    m = run_fit(cfg, x_train, out / f"run-{latent}-{steps}-seed{seed}", x_test=x_test, force=True,
-                log=lambda s: None)
+    res = run_fit(cfg, x_train, out / f"run-{latent}-{steps}-seed{seed}", x_test=x_test, force=True,
+                  log=lambda s: None)
     x, idx = image_test_set(data, cfg.split_seed)
-    rec = render_recovery(m["_model"], x, data["rotation"][idx])
-    return {"test_iwae": m["test_iwae"],
+    rec = render_recovery(res.model, x, data["rotation"][idx])
+    return {"test_iwae": res.metrics["test_iwae"],
             "median_geodesic_error_deg": rec.get("median_geodesic_error_deg"),
             "decoder_median_geodesic_error_deg": rec.get("decoder_median_geodesic_error_deg"),
-            **map_consistency(so3_matrices(m["_model"], x), data["rotation"][idx])}
+            **map_consistency(so3_matrices(res.model, x), data["rotation"][idx])}
 
 
 def main() -> None:

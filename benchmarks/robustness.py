@@ -34,12 +34,13 @@ def main():
             cfg = FitConfig(latent=latent, embedding=emb, group_action=ga, steps=args.steps,
                             seed=seed, lr=args.lr, iwae_k=50, hidden=[128, 128], batch_size=256)
             try:
-                m = run_fit(cfg, x, None, log=lambda s: None)
+                res = run_fit(cfg, x, None, log=lambda s: None)
+                m = res.metrics
             except Exception as err:  # report, keep going
                 print(f"  {latent} ga={ga} seed {seed}: {type(err).__name__}: {err}")
                 continue
             finite = all(math.isfinite(m[k]) for k in ("test_elbo", "test_iwae", "final_train_elbo"))
-            finite &= all(torch.isfinite(p).all() for p in m["_model"].state_dict().values()
+            finite &= all(torch.isfinite(p).all() for p in res.model.state_dict().values()
                           if p.is_floating_point())
             ok += finite
             worst = min(worst, m["test_iwae"])

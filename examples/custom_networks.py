@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
                    Decoder(latent.point_dim, args.width), mv.BernoulliLikelihood(x.shape[1]))
     config = mv.FitConfig(steps=args.steps, batch_size=128, iwae_k=args.k)      # mv: the run
     result = mv.run_fit(config, x[~test], args.out, x_test=x[test], model=model, force=True)
-    print(f"test IWAE {result['test_iwae']:.2f} ± {result['test_iwae_stderr']:.2f} nats per image "
-          f"(ELBO {result['test_elbo']:.2f}) after {args.steps} steps; run in {args.out}")
+    m = result.metrics
+    print(f"test IWAE {m['test_iwae']:.2f} ± {m['test_iwae_stderr']:.2f} nats per image "
+          f"(ELBO {m['test_elbo']:.2f}) after {args.steps} steps; run in {args.out}")
     return result
 
 

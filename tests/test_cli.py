@@ -47,10 +47,11 @@ def test_fit_then_evaluate(circle_data, tmp_path, capsys):
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 30 and {"loss", "elbo", "kl", "reconstruction", "lr", "seconds"} <= set(rows[-1])
     capsys.readouterr()
-    assert main(["evaluate", str(out), "--data", str(circle_data), "--split", "test", "--k", "20", "--quiet"]) == 0
+    assert main(["evaluate", str(out), "--data", str(circle_data), "--split", "test", "--k", "20",
+                 "--quiet", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     # same model, same test rows, same K and seed: the same numbers
-    assert ev["test_iwae"] == pytest.approx(metrics["test_iwae"], abs=1e-6)
+    assert ev["iwae"] == pytest.approx(metrics["test_iwae"], abs=1e-6)
     assert ev["n"] == metrics["n_test"]
 
 
@@ -97,7 +98,7 @@ def bad_cases(tmp: Path, circle_data: Path):
     nan[7, 2] = np.nan
     inf = x.copy()
     inf[3, 0] = np.inf
-    (tmp / "text.csv").write_text("a,b,c\n1,2,3\n")
+    (tmp / "text.csv").write_text("1,2,3\n4,five,6\n")
     (tmp / "empty.npy").write_bytes(b"")
     with open(tmp / "pickled.npy", "wb") as fh:
         np.save(fh, np.array([{"a": 1}] * 20, dtype=object), allow_pickle=True)
@@ -107,8 +108,8 @@ def bad_cases(tmp: Path, circle_data: Path):
     emb, _ = fit_learned_embedding(EmbedConfig(latent="S1xS1", steps=5, batch_size=16))
     save_embedding(emb, emb2)
     return {
-        "nan": (["fit", "--data", write(tmp / "nan.npy", nan)], 1, "row 7"),
-        "inf": (["fit", "--data", write(tmp / "inf.npy", inf)], 1, "row 3"),
+        "nan": (["fit", "--data", write(tmp / "nan.npy", nan)], 1, "row 8, column 3 (counting from 1)"),
+        "inf": (["fit", "--data", write(tmp / "inf.npy", inf)], 1, "row 4, column 1"),
         "rank": (["fit", "--data", write(tmp / "r3.npy", x.reshape(50, 2, 2))], 1, "2-D"),
         "rank1": (["fit", "--data", write(tmp / "r1.npy", x[:, 0])], 1, "2-D"),
         "few rows": (["fit", "--data", write(tmp / "few.npy", x[:3])], 1, "at least"),

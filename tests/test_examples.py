@@ -33,7 +33,8 @@ def test_custom_networks_train_with_the_engine_and_resume(tmp_path):
     out = tmp_path / "run"
     res = example.main(["--steps", "8", "--copies", "1", "--width", "4", "--k", "3",
                         "--out", str(out)])
-    assert math.isfinite(res["test_iwae"]) and res["test_iwae"] < 0 and res["latent"] == "S1xR4"
+    m = res.metrics
+    assert math.isfinite(m["test_iwae"]) and m["test_iwae"] < 0 and m["latent"] == "S1xR4"
     with pytest.raises(CheckpointError, match="built in Python"):
         mv.load_run(out)
     latent = mv.ManifoldLatent("S1xR4", group_action=True)
@@ -41,4 +42,4 @@ def test_custom_networks_train_with_the_engine_and_resume(tmp_path):
                    example.Decoder(latent.point_dim, 4), mv.BernoulliLikelihood(256))
     loaded, config, _ = mv.load_run(out, model=model)
     assert config.latent.name == "S1xR4" and config.model.likelihood == "bernoulli"
-    assert torch.equal(loaded.decoder.up[-1].bias, res["_model"].decoder.up[-1].bias)
+    assert torch.equal(loaded.decoder.up[-1].bias, res.model.decoder.up[-1].bias)

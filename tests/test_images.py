@@ -212,7 +212,8 @@ def test_rotation_alignment_recovers_two_sided_and_inverse_maps():
 # ---------------------------------------------------------------------- CLI and suite
 def test_cli_image_data_fit_evaluate(tmp_path, capsys):
     data = tmp_path / "renders.npz"
-    assert main(["data", "renders", "--n", "120", "--size", "16", "--out", str(data), "--quiet"]) == 0
+    assert main(["data", "renders", "--n", "120", "--size", "16", "--out", str(data), "--quiet",
+                 "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["image_shape"] == [1, 16, 16] and info["n_test"] == 12
     run = tmp_path / "run"
@@ -224,11 +225,15 @@ def test_cli_image_data_fit_evaluate(tmp_path, capsys):
     cfg = json.loads((run / "config.json").read_text())["config"]
     assert cfg["model"]["network"] == "conv" and cfg["model"]["likelihood"] == "bernoulli"
     capsys.readouterr()
-    assert main(["evaluate", str(run), "--data", str(data), "--split", "test", "--k", "5", "--quiet"]) == 0
+    assert main(["evaluate", str(run), "--data", str(data), "--split", "test", "--k", "5", "--quiet",
+                 "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
-    assert ev["n"] == 12 and math.isfinite(ev["test_iwae"])
+    assert ev["n"] == 12 and math.isfinite(ev["iwae"]) and "test images of" in ev["scored"]
     np.save(tmp_path / "wide.npy", np.full((12, 256), 2.0, dtype=np.float32))
     assert main(["evaluate", str(run), "--data", str(tmp_path / "wide.npy"), "--k", "5", "--quiet"]) == 1
+    assert "use --split all" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "wide.npy"), "--split", "all",
+                 "--k", "5", "--quiet"]) == 1
     assert "[0, 1]" in capsys.readouterr().err
 
 

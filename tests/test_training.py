@@ -155,7 +155,7 @@ def test_output_directory_holding_another_run_is_refused_unless_force(data, tmp_
     assert not (out / "test_index.npy").exists()
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(data), "--split", "test", "--quiet"]) == 1
-    assert "has no test_index.npy (it was trained with --test-data)" in capsys.readouterr().err
+    assert "has no test_index.npy (it was trained with --test-data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("latent,ga", [("R1", False), ("R2", False), ("S1", False), ("S1", True)])
@@ -265,7 +265,7 @@ def test_early_stopping_survives_an_interruption(data, tmp_path):
     config = FitConfig(latent="S1", group_action=True, steps=200, log_every=20, checkpoint_every=100,
                        validation_fraction=0.25, iwae_k=20, hidden=[32, 32], batch_size=64, threads=1)
     quiet = dict(log=lambda s: None)
-    ref = run_fit(config, x, tmp_path / "ref", **quiet)
+    ref = run_fit(config, x, tmp_path / "ref", **quiet).metrics
 
     def stop_at_100(total, start):
         def hook(step, row):
@@ -275,7 +275,7 @@ def test_early_stopping_survives_an_interruption(data, tmp_path):
 
     with pytest.raises(ManifoldVAEError, match="interrupted at step 100"):
         run_fit(config, x, tmp_path / "cut", progress_factory=stop_at_100, **quiet)
-    resumed = run_fit(config, x, tmp_path / "cut", resume=True, **quiet)
+    resumed = run_fit(config, x, tmp_path / "cut", resume=True, **quiet).metrics
     assert resumed["selected_step"] == ref["selected_step"]
     assert resumed["validation_iwae"] == ref["validation_iwae"]
     assert resumed["test_iwae"] == ref["test_iwae"]
@@ -308,7 +308,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
                        validation_fraction=0.25, restarts=3, restart_fraction=0.2, iwae_k=20,
                        hidden=[32, 32], batch_size=64, threads=1)
     quiet = dict(log=lambda s: None)
-    ref = run_fit(config, x, tmp_path / "ref", **quiet)
+    ref = run_fit(config, x, tmp_path / "ref", **quiet).metrics
     scores = [r["validation_iwae"] for r in ref["restarts"]]
     assert [r["restart"] for r in ref["restarts"]] == [0, 1, 2]
     assert len(set(scores)) == 3                      # three different initializations
@@ -321,7 +321,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
     # restart 0 is the run without restarts: same first steps
     plain = run_fit(FitConfig(**{**config.to_dict(), "restarts": 1}), x, tmp_path / "plain", **quiet)
     first = read(tmp_path / "ref" / "restarts" / "restart0" / "metrics.jsonl")
-    assert [r["elbo"] for r in first] == [r["elbo"] for r in plain["_history"][:2]]
+    assert [r["elbo"] for r in first] == [r["elbo"] for r in plain.history[:2]]
 
     calls = {"n": 0}
     score = hooks.validation_score

@@ -2,12 +2,15 @@
 
     manifold-vae data circle --n 20000 --dim 100 --noise 0.05 --out data.npy
     manifold-vae fit --data data.npy --latent S1 --group-action --out runs/s1
-    manifold-vae evaluate runs/s1 --data data.npy --split test
+    manifold-vae fit --resume runs/s1
+    manifold-vae evaluate runs/s1
     manifold-vae embed --latent S1 --out emb/s1
+    manifold-vae discover --data data.npy --out results/discover
     manifold-vae reproduce --quick --out results/quick
 
-Errors: usage errors exit 2, runtime errors exit 1, each with a one-line message on stderr
-(``--debug`` shows the traceback).
+Each command ends with a short summary on stdout (``--json``: one line of JSON instead). Errors:
+usage errors exit 2, runtime errors exit 1, each with a one-line message on stderr (``--debug``
+shows the traceback).
 """
 from __future__ import annotations
 
@@ -16,9 +19,11 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ManifoldVAEError, UsageError
+from .errors import ManifoldVAEError, RunComplete, UsageError
 
 PROG = "manifold-vae"
+SPEC_HELP = ("latent spec: R<k> (Gaussian VAE), S1, S<n> (spheres), T<k> (tori), SO3, products "
+             "joined by x (S1xR2, T2xR4), or vmf:S<n> / powerspherical:S<n> (the spherical peers)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,12 +33,20 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
+def _common(p: argparse.ArgumentParser, *, json_output: bool = False) -> None:
+    if json_output:
+        p.add_argument("--json", action="store_true",
+                       help="end with one line of JSON (every number) instead of the summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, log lines or chatter")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .experiments.discover import BUDGETS, DEFAULT_CANDIDATES
+    from .experiments.suites import SUITES
+    from .training import FitConfig
+
+    defaults = FitConfig()
     parser = _Parser(prog=PROG, description="VAEs with manifold-valued latent variables "
                      "(embedding-reparameterization, Golikov & Kretov 2018).")
     parser.add_argument("--version", action="version", version=f"{PROG} 0.1.0")
@@ -51,72 +64,92 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image side in pixels (digits: 16, renders: 32)")
     p.add_argument("--copies", type=int, default=8,
                    help="digits: rotated copies of each of the 1797 digits")
-    p.add_argument("--dim", type=int, default=100, help="observation dimension D")
-    p.add_argument("--noise", type=float, default=0.05, help="observation noise σ (0: none)")
-    p.add_argument("--hidden", type=int, default=100, help="hidden units of the random MLP")
+    p.add_argument("--dim", type=int, default=100, help="observation dimension D (default 100)")
+    p.add_argument("--noise", type=float, default=0.05,
+                   help="observation noise σ (default 0.05; 0: none, and no true likelihood)")
+    p.add_argument("--hidden", type=int, default=100,
+                   help="hidden units of the random MLP (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generator's weights and samples")
     p.add_argument("--ceiling-rows", type=int, default=2000,
                    help="rows whose true log-likelihood is computed for the sidecar (the first "
-                        "ones; 0: none). fit computes the ceiling of its own test rows")
+                        "ones; default 2000; 0: none). fit computes the ceiling of its own test rows")
     p.add_argument("--out", required=True, help="output .npy file (a .json sidecar is written "
                                                 "beside it); .npz for digits and renders")
-    _common(p)
+    _common(p, json_output=True)
 
     p = sub.add_parser("fit", help="train one model and evaluate it")
-    p.add_argument("--data", required=True, help=".npy/.npz/.csv data (N×D), or an image dataset "
-                                                 "from `data digits|renders` (its own test split, "
-                                                 "conv networks and Bernoulli likelihood by default)")
+    p.add_argument("--data", help=".npy/.npz/.csv data (rows × columns; a CSV may start with a "
+                                  "header row), or an image dataset from `data digits|renders` "
+                                  "(its own test split, conv networks and Bernoulli likelihood by "
+                                  "default). With --resume: the run's own file by default")
     p.add_argument("--test-data", help="separate test data (else a split of --data)")
-    p.add_argument("--latent", help="latent spec: S1, R1, R2, ... (default S1)")
-    p.add_argument("--embedding", help="exact | learned | DIR of a saved learned embedding")
-    p.add_argument("--group-action", action="store_true", default=None, help="add the group-action encoder")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda")
-    p.add_argument("--config", help="TOML file with FitConfig keys")
+    p.add_argument("--latent", help=f"{SPEC_HELP} (default {defaults.latent.name})")
+    p.add_argument("--embedding", help="exact (default) | learned (a WAE-MMD map trained first) "
+                                       "| DIR of a saved learned embedding (`embed --out DIR`)")
+    p.add_argument("--group-action", action="store_true", default=None,
+                   help="add the group-action encoder: m = g(x) · f(z)")
+    p.add_argument("--steps", type=int, help=f"training steps (default {defaults.steps}); with "
+                                             "--resume DIR: extend a run to this many steps")
+    p.add_argument("--seed", type=int, help=f"training seed (default {defaults.seed})")
+    p.add_argument("--device", help="auto (default: cuda if available) | cpu | cuda")
+    p.add_argument("--config", help="TOML file with config keys (see --set)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (repeatable)")
-    p.add_argument("--out", help="run directory (default runs/<latent>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+                   help="set a config key (repeatable); the keys are listed in the README "
+                        "('Configuration') and FitConfig/ModelConfig/LatentSpec, e.g. "
+                        "--set hidden=128,128 --set threads=1")
+    p.add_argument("--out", help="run directory (default runs/<latent>, runs/<latent>-ga with a "
+                                 "group action)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR on the data it "
+                                                   "recorded; with --steps N extend it")
     p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
-    _common(p)
+    _common(p, json_output=True)
 
-    p = sub.add_parser("evaluate", help="re-evaluate a saved run")
+    p = sub.add_parser("evaluate", help="score a saved run again (default: its own test rows)")
     p.add_argument("run", help="run directory")
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", choices=["all", "test"], default="all",
-                   help="'test': only the rows the run held out (same file as training)")
-    p.add_argument("--k", type=int, default=1000, help="importance samples for the IWAE bound")
-    _common(p)
+    p.add_argument("--data", help="data file (default: the file the run recorded); with "
+                                  "--split test it must hold the run's rows")
+    p.add_argument("--split", choices=["test", "all"], default="test",
+                   help="test (default): the rows the run held out for testing; all: every row "
+                        "of the data file")
+    p.add_argument("--k", type=int, default=1000,
+                   help="importance samples of the IWAE bound (default 1000)")
+    _common(p, json_output=True)
 
     p = sub.add_parser("embed", help="train a learned (WAE-MMD) embedding and report its quality")
-    p.add_argument("--latent", required=True)
-    p.add_argument("--steps", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
-    _common(p)
+    p.add_argument("--latent", required=True, help="the manifold, a latent spec with a compact "
+                                                   "factor (S1, S2, T2, SO3, S1xR2, ...)")
+    p.add_argument("--steps", type=int, help="WAE training steps (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the WAE (default 0)")
+    p.add_argument("--out", required=True, help="directory for embedding.pt, report.json and "
+                                                "embedding.png; use it with fit --embedding DIR")
+    _common(p, json_output=True)
 
+    levels = "; ".join(f"{name}: {b.steps} steps, {b.seeds} seed(s), K={b.iwae_k}"
+                       for name, b in BUDGETS.items())
     p = sub.add_parser("discover", help="rank candidate latent manifolds by test IWAE "
                                         "(which symmetry does the data have?)")
-    p.add_argument("--data", required=True, help="data file (.npy/.npz/.csv), N x D")
-    p.add_argument("--candidates", default="R1,R2,R3,S1,S2,T2,SO3",
-                   help="comma-separated latent specs (default R1,R2,R3,S1,S2,T2,SO3)")
+    p.add_argument("--data", required=True, help="data file (.npy/.npz/.csv), rows × columns")
+    p.add_argument("--candidates", default=",".join(DEFAULT_CANDIDATES),
+                   help=f"comma-separated latent specs (default {','.join(DEFAULT_CANDIDATES)})")
     p.add_argument("--seeds", type=int, help="training seeds per candidate (default: the budget's)")
-    p.add_argument("--budget", default="default", choices=["quick", "default", "thorough"])
+    p.add_argument("--budget", default="default", choices=list(BUDGETS),
+                   help=f"training effort per candidate ({levels}); default: default")
     p.add_argument("--labels", help="optional .npy with one label per data row, to colour the "
                                     "best model's latent space")
     p.add_argument("--margin", type=float, default=0.05,
                    help="smallest IWAE lead (nats/example) that can decide between candidates")
     p.add_argument("--out", default="results/discover", help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="replace a discovery made on other data in --out")
     _common(p)
 
-    from .experiments.suites import SUITES
-
-    p = sub.add_parser("reproduce", help="a reproduction suite (default: the paper's Table 1)")
+    p = sub.add_parser("reproduce", help="run a reproduction suite: "
+                                         + ", ".join(SUITES) + " (default circle)")
     p.add_argument("--suite", default="circle", choices=list(SUITES),
                    help="; ".join(f"{s.name}: {s.description}" for s in SUITES.values()))
     p.add_argument("--quick", action="store_true", help="small, fast settings (smoke test)")
-    p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, manifolds and peers 2; quick: 1)")
+    p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, "
+                                             "manifolds and peers 2; quick: 1)")
     p.add_argument("--steps", type=int, help="training steps per model")
     p.add_argument("--out", default=None, help="output directory (default results/<suite>[-quick])")
     p.add_argument("--force", action="store_true", help="retrain rows already finished in --out")
@@ -133,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                    "embed": cmd_embed, "discover": cmd_discover,
                    "reproduce": cmd_reproduce}[args.command]
         return handler(args) or 0
+    except RunComplete as done:
+        print(f"{PROG}: {done}", file=sys.stderr)
+        return 0
     except ManifoldVAEError as err:
         if debug:
             raise
@@ -154,12 +190,18 @@ def _say(args, msg: str) -> None:
         print(msg, file=sys.stderr)
 
 
+def _finish(args, summary: str, numbers: dict) -> None:
+    """The command's last words: the summary, or with ``--json`` one line of JSON."""
+    print(json.dumps(numbers) if getattr(args, "json", False) else summary)
+
+
 # ---------------------------------------------------------------------- data
 def cmd_data(args) -> int:
     import numpy as np
 
     from .data import ManifoldBenchmark, sidecar_path
     from .evaluation import true_log_likelihood
+    from .reporting import data_summary
 
     if args.kind in ("digits", "renders"):
         return _image_data(args)
@@ -173,15 +215,15 @@ def cmd_data(args) -> int:
         raise UsageError(f"--noise must be >= 0, got {args.noise}")
     if args.ceiling_rows < 0:
         raise UsageError("--ceiling-rows must be >= 0")
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise UsageError(f"--out must end in .npy, got {out}")
     try:
         bench = ManifoldBenchmark(spec, dim=args.dim, noise=args.noise, hidden=args.hidden,
                                   seed=args.seed)
     except ValueError as err:
         raise UsageError(str(err)) from None
     x, _ = bench.sample(args.n)
-    out = Path(args.out)
-    if out.suffix != ".npy":
-        raise UsageError(f"--out must end in .npy, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
     info = {"generator": bench.to_dict(), "n": args.n,
             "signal_to_noise": bench.signal_to_noise(), "true_log_likelihood": None}
@@ -193,20 +235,22 @@ def cmd_data(args) -> int:
         _say(args, f"no true log-likelihood for {m.spec}: it has no quadrature rule and no chart")
         rows = 0
     if bench.noise > 0 and rows > 0:
-        ll, err, how = true_log_likelihood(bench, x[:rows], return_info=True)
+        ll, err, how = true_log_likelihood(bench, x[:rows], return_info=True,
+                                           log=None if args.quiet else lambda s: _say(args, s))
         info.update({"true_log_likelihood": float(ll.mean()),
                      "true_log_likelihood_stderr": float(ll.std() / np.sqrt(len(ll))),
                      "true_log_likelihood_numerical_error": err,
                      "true_log_likelihood_method": how["method"],
                      "true_log_likelihood_rows": rows})
         sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in info.items() if k != "generator"}))
-    _say(args, f"wrote {out} ({args.n}×{args.dim}) and {sidecar_path(out)}")
+    _finish(args, data_summary(info, out, sidecar_path(out)),
+            {k: v for k, v in info.items() if k != "generator"})
     return 0
 
 
 def _image_data(args) -> int:
     from .data.images import rendered_rotations, rotated_digits, save_image_dataset
+    from .reporting import data_summary
 
     out = Path(args.out)
     if out.suffix != ".npz":
@@ -225,23 +269,28 @@ def _image_data(args) -> int:
     info = {"kind": args.kind, "n": int(len(data["x"])), "n_test": int(data["test"].sum()),
             "image_shape": data["image_shape"].tolist(), "seed": args.seed,
             "labels": [k for k in data if k not in ("x", "image_shape", "test")]}
-    print(json.dumps(info))
-    _say(args, f"wrote {out}")
+    _finish(args, data_summary(info, out, None), info)
     return 0
 
 
 # ---------------------------------------------------------------------- fit
 def cmd_fit(args) -> int:
-    from .data import load_fit_data
-    from .progress import training_bar, want_progress
+    from .data import load_fit_data, recorded_fit_data
+    from .progress import training_bar
+    from .reporting import fit_summary
     from .training import FitConfig, RunDirectory, config_from, run_fit
 
     base = None
     if args.resume:
-        base = RunDirectory(args.resume).resumable_config()
-    data = load_fit_data(args.data, args.test_data)
-    if base is None and data.defaults:
-        base = data.defaults
+        run = RunDirectory(args.resume)
+        base = run.resumable_config()
+        data = recorded_fit_data(run.saved_data_key() or {}, args.data, args.test_data,
+                                 what=str(run.path))
+    elif args.data is None:
+        raise UsageError("fit needs --data FILE (or --resume DIR to continue a run)")
+    else:
+        data = load_fit_data(args.data, args.test_data)
+        base = data.defaults or None
     # the config is parsed and checked here, before anything is written
     config = config_from(FitConfig, base=base, file=args.config, overrides=args.set,
                          latent=args.latent, embedding=args.embedding,
@@ -250,59 +299,22 @@ def cmd_fit(args) -> int:
     out = Path(args.resume or args.out or
                Path("runs") / (config.latent.name.replace(":", "-")
                                + ("-ga" if config.latent.group_action else "")))
-    bar = training_bar(f"fit {config.latent.name}", want_progress(args.quiet))
-    metrics = run_fit(config, data.x, out, x_test=data.x_test, sidecar=data.sidecar,
-                      resume=bool(args.resume), force=args.force,
-                      log=lambda m: _say(args, m), progress_factory=bar, data_info=data.info)
-    if metrics:
-        print(json.dumps({k: v for k, v in metrics.items() if not k.startswith("_")}))
-        _say(args, f"wrote {out}/metrics.json")
+    bar = training_bar(f"fit {config.latent.name}", quiet=args.quiet)
+    result = run_fit(config, data.x, out, x_test=data.x_test, sidecar=data.sidecar,
+                     resume=bool(args.resume), force=args.force,
+                     log=lambda m: _say(args, m), progress_factory=bar, data_info=data.key())
+    if result is not None:
+        _finish(args, fit_summary(result.metrics, out), result.metrics)
     return 0
 
 
 # ---------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
-    import torch
+    from .reporting import evaluation_summary
+    from .training.evaluate import evaluate_run
 
-    from .data import image_fit_data, load_matrix, read_sidecar
-    from .data.images import is_image_dataset
-    from .errors import DataError
-    from .evaluation import evaluate
-    from .training import RunDirectory
-    from .training.fit import ceiling_metrics
-
-    if args.k < 1:
-        raise UsageError(f"--k must be a positive integer, got {args.k}")
-    run = RunDirectory(args.run)
-    model, config, ckpt = run.load()
-    images = is_image_dataset(args.data)
-    if images:
-        x_train, x_test, _ = image_fit_data(args.data)
-        x = x_test if args.split == "test" else torch.cat([x_train, x_test])
-    else:
-        x = load_matrix(args.data, min_rows=1)
-    if x.shape[1] != model.data_dim:
-        raise DataError(f"{args.data}: data have {x.shape[1]} columns but the model in {args.run} "
-                        f"was trained on {model.data_dim}")
-    if args.split == "test" and not images:
-        idx = run.test_index()
-        if idx is None:
-            raise DataError(f"{args.run} has no test_index.npy (it was trained with --test-data); "
-                            f"pass the test file with --split all")
-        if int(idx.max()) >= x.shape[0]:
-            raise DataError(f"{args.data} has {x.shape[0]} rows; the run's test split needs "
-                            f"more — is this the file the run was trained on?")
-        x = x[idx]
-    model.likelihood.check_data(x, f"{args.data}: data")
-    x = model.likelihood.fix_observations(x, seed=config.split_seed)  # as at training time
-    ev = evaluate(model, x, k=args.k)
-    result = {"run": str(args.run), "data": str(args.data), "split": args.split,
-              "test_elbo": ev["elbo"], "test_elbo_stderr": ev["elbo_stderr"],
-              "test_iwae": ev["iwae"], "test_iwae_stderr": ev["iwae_stderr"], "iwae_k": args.k,
-              "n": ev["n"]}
-    result.update(ceiling_metrics(read_sidecar(args.data), x, ev["per_example_iwae"]))
-    run.write_evaluation(result)
-    print(json.dumps(result))
+    result = evaluate_run(args.run, data=args.data, split=args.split, k=args.k)
+    _finish(args, evaluation_summary(result), result)
     return 0
 
 
@@ -324,8 +336,8 @@ def cmd_discover(args) -> int:
             raise DataError(f"labels {args.labels}: contains NaN or inf")
     result = discover(x, Path(args.out), candidates=candidates, budget=args.budget,
                       seeds=args.seeds, labels=labels, margin=args.margin,
-                      progress=want_progress(args.quiet),
-                      log=lambda m: _say(args, m))
+                      progress=want_progress(args.quiet), data_path=str(args.data),
+                      force=args.force, log=lambda m: _say(args, m))
     print((Path(args.out) / "report.md").read_text())
     return 0 if result else 1
 
@@ -336,6 +348,7 @@ def cmd_embed(args) -> int:
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
+    from .reporting import embedding_summary
 
     try:
         manifold = parse_latent(args.latent)
@@ -356,7 +369,7 @@ def cmd_embed(args) -> int:
     save_embedding(emb, out, report=report, config=cfg)
     write_json(out / "report.json", {"report": report, "history": history})
     plot_embedding(emb.compact, emb.learned_manifold, out / "embedding.png")
-    print(json.dumps(report))
+    _finish(args, embedding_summary(report, out), report)
     return 0
 
 

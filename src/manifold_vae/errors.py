@@ -23,3 +23,9 @@ class DataError(ManifoldVAEError):
 
 class CheckpointError(ManifoldVAEError):
     """A checkpoint or run directory that is missing, corrupt, unsafe or for another model."""
+
+
+class RunComplete(ManifoldVAEError):
+    """A resumed run that had already finished: nothing to do (exit code 0)."""
+
+    exit_code = 0

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import DataError, UsageError
 from .images import is_image_dataset, load_image_dataset
-from .io import load_matrix, read_sidecar
+from .io import load_matrix, read_sidecar, rows_sha256
 
 #: what ``fit`` uses for image datasets unless told otherwise
 IMAGE_DEFAULTS = {"network": "conv", "likelihood": "bernoulli", "hidden": [256], "batch_size": 128}
@@ -27,11 +28,43 @@ class FitData:
     info: dict = field(default_factory=dict)
     images: bool = False
 
+    def key(self) -> dict:
+        """What a run records about its data: the files and a SHA-256 of their rows, so that a
+        resume or an evaluation can find them again and refuse other rows."""
+        key = {"data": self.info.get("data"), "data_sha256": rows_sha256(self.x)}
+        if self.info.get("test_data") is not None or self.images:
+            key.update(test_data=self.info.get("test_data"), test_data_sha256=rows_sha256(self.x_test))
+        return key
+
+
+def check_same_rows(recorded: dict, data: FitData, what: str) -> None:
+    """Refuse ``data`` when ``recorded`` (a run's data key) names other rows."""
+    key = data.key()
+    for name in ("data_sha256", "test_data_sha256"):
+        if recorded.get(name) and key.get(name) and recorded[name] != key[name]:
+            which = "test data" if name.startswith("test") else "data"
+            raise DataError(f"{data.info.get('test_data' if name.startswith('test') else 'data')} "
+                            f"holds other rows than the {which} {what} was trained on "
+                            f"({recorded.get('test_data' if name.startswith('test') else 'data')}); "
+                            f"use that file, or start a new run")
+
+
+def recorded_fit_data(recorded: dict, data_path=None, test_path=None, *, what: str) -> FitData:
+    """The data a run recorded (or ``data_path``/``test_path`` given again), checked to hold the
+    same rows: what ``fit --resume`` and ``evaluate`` read."""
+    data_path = data_path if data_path is not None else recorded.get("data")
+    if data_path is None:
+        raise UsageError(f"{what} does not record its data file (made by an older version); "
+                         "pass --data FILE")
+    if test_path is None and recorded.get("test_data") and not is_image_dataset(data_path):
+        test_path = recorded["test_data"]
+    data = load_fit_data(data_path, test_path)
+    check_same_rows(recorded, data, what)
+    return data
+
 
 def load_fit_data(path: str | os.PathLike, test_path: str | os.PathLike | None = None) -> FitData:
     """The data of ``fit --data PATH [--test-data TEST]``; named DataErrors for bad files."""
-    from ..errors import UsageError
-
     info = {"data": str(path), "test_data": None if test_path is None else str(test_path)}
     if is_image_dataset(path):
         if test_path is not None:

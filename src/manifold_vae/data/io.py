@@ -6,6 +6,7 @@ the wrong rank, too few rows, NaN/inf (naming the first bad row).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -40,8 +41,7 @@ def load_array(path: str | os.PathLike, *, what: str = "data") -> np.ndarray:
                     raise DataError(f"{path}: .npz holds {keys}; name the data array 'x'")
                 arr = z[key]
         elif suffix in (".csv", ".txt", ".tsv"):
-            delimiter = "," if suffix == ".csv" else None
-            arr = np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2)
+            arr = _load_text(path, "," if suffix == ".csv" else None)
         else:
             raise DataError(f"{path}: unsupported file type {suffix!r} (use .npy, .npz or .csv)")
     except DataError:
@@ -59,8 +59,57 @@ def load_array(path: str | os.PathLike, *, what: str = "data") -> np.ndarray:
     return arr
 
 
+def _load_text(path: Path, delimiter: str | None) -> np.ndarray:
+    """A numeric text table; a first line that is not numeric (a header row of column names) is
+    skipped. Anything else that is not a number is refused by name (rows counted from 1)."""
+    try:
+        return np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2)
+    except ValueError:
+        with open(path, errors="replace") as fh:
+            first = fh.readline()
+        fields = [f.strip() for f in (first.split(delimiter) if delimiter else first.split())]
+        if fields and not any(_is_number(f) for f in fields):       # a header row
+            return np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2, skiprows=1)
+        raise
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def as_matrix(x, *, name: str = "data", min_rows: int = MIN_ROWS) -> torch.Tensor:
+    """Rows given in Python — a torch tensor of any float dtype (on any device), a numpy array,
+    nested lists — as the float32 CPU matrix the library trains on, checked like a data file."""
+    if isinstance(x, torch.Tensor):
+        arr = x.detach().cpu().numpy()
+    else:
+        try:
+            arr = np.asarray(x)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{name}: not a numeric array ({err})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{name}: must be numeric, got dtype {arr.dtype}")
+    return validate_matrix(arr, name=name, min_rows=min_rows)
+
+
+def rows_sha256(*arrays) -> str:
+    """SHA-256 of the rows of ``arrays`` (dtype, shape and bytes of each, as float32): what
+    identifies the data a run was trained on, whatever file or container held them."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a.numpy() if isinstance(a, torch.Tensor) else a, dtype=np.float32)
+        digest.update(f"{a.dtype.str}:{a.shape};".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
 def validate_matrix(arr: np.ndarray, *, name: str, min_rows: int = MIN_ROWS) -> torch.Tensor:
-    """Check ``arr`` is an N×D finite matrix with at least ``min_rows`` rows; float32 tensor."""
+    """Check ``arr`` is an N×D finite matrix with at least ``min_rows`` rows; float32 tensor.
+    Rows and columns in messages count from 1."""
     if arr.ndim != 2:
         raise DataError(f"{name}: expected a 2-D array (examples × features), got shape "
                         f"{tuple(arr.shape)}")
@@ -73,8 +122,8 @@ def validate_matrix(arr: np.ndarray, *, name: str, min_rows: int = MIN_ROWS) -> 
     bad = ~np.isfinite(arr)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(f"{name}: non-finite value {arr[row, col]} in row {row} (column {col}); "
-                        f"{int(bad.any(1).sum())} rows affected")
+        raise DataError(f"{name}: non-finite value {arr[row, col]} in row {row + 1}, column "
+                        f"{col + 1} (counting from 1); {int(bad.any(1).sum())} rows affected")
     return torch.from_numpy(arr.astype(np.float32))
 
 

@@ -17,6 +17,7 @@ its numerical error is the largest per-example Monte-Carlo standard error of ``l
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import torch
@@ -52,7 +53,8 @@ def _blocked_mixture(x: Tensor, means_of: Callable, log_w: Tensor, noise: float,
 
 def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-4,
                         start_level: int | None = None, max_level: int | None = None,
-                        method: str = "auto", return_info: bool = False):
+                        method: str = "auto", return_info: bool = False,
+                        log: Callable[[str], None] | None = None):
     """Per-example true log-likelihood of ``x`` under ``bench`` and its numerical error (nats).
 
     ``method="quadrature"`` refines the manifold's quadrature rule until the largest
@@ -60,6 +62,7 @@ def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-
     estimate and that change. ``"importance"`` uses :func:`adaptive_importance_log_likelihood`.
     ``"auto"`` (default) picks importance sampling for manifolds of dimension ≥ 3 with a chart
     (``SO3``), quadrature otherwise. With ``return_info`` a third item says which method ran.
+    ``log``: called with a line of progress now and then (the work can take minutes).
     """
     if method not in ("auto", "quadrature", "importance"):
         raise ValueError(f"unknown ceiling method {method!r}: use auto, quadrature or importance")
@@ -72,13 +75,18 @@ def true_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *, tol: float = 1e-
     if method == "importance":
         if not bench.manifold.has_chart:
             raise ValueError(f"{bench.latent}: no chart for importance sampling")
-        ll, err = adaptive_importance_log_likelihood(bench, x)
+        ll, err = adaptive_importance_log_likelihood(bench, x, log=log)
         return (ll, err, {"method": "adaptive importance sampling"}) if return_info else (ll, err)
-    ll, err = _quadrature(bench, x, tol, start_level, max_level)
+    ll, err = _quadrature(bench, x, tol, start_level, max_level, log)
     return (ll, err, {"method": "quadrature"}) if return_info else (ll, err)
 
 
-def _quadrature(bench, x, tol, start_level, max_level):
+def _quadrature(bench, x, tol, start_level, max_level, log=None):
+    """Refine the rule row by row: a row whose estimate changed by less than ``tol`` at two
+    successive refinements is done (one small change can be a coincidence of a rule that is
+    still too coarse), and only the others are computed at the next, finer level: most rows
+    converge early, the few with sharp posteriors need the finest rules. The error reported is
+    the largest last change."""
     manifold = bench.manifold
     if not manifold.has_quadrature:
         raise ValueError(f"{bench.latent}: no quadrature rule and no chart, so no true "
@@ -86,18 +94,30 @@ def _quadrature(bench, x, tol, start_level, max_level):
     lo, hi = manifold.quadrature_levels()
     level = lo if start_level is None else start_level
     max_level = hi if max_level is None else max_level
+    t0 = time.perf_counter()
     prev = None
-    err = float("inf")
+    change = torch.full((x.shape[0],), math.inf, dtype=torch.float64)
+    small = torch.zeros(x.shape[0], dtype=torch.long)       # successive changes below tol
+    active = torch.ones(x.shape[0], dtype=torch.bool)
     while level <= max_level:
         pts, log_w = manifold.quadrature(level)
-        cur = _blocked_mixture(x, lambda sl: bench.mean(pts[sl]), log_w, bench.noise)
-        if prev is not None:
-            err = float((cur - prev).abs().max())
-            if err < tol:
-                return cur, err
-        prev = cur
+        rows = active.nonzero(as_tuple=True)[0]
+        cur = _blocked_mixture(x[rows], lambda sl: bench.mean(pts[sl]), log_w, bench.noise)
+        if prev is None:
+            prev = torch.empty(x.shape[0], dtype=torch.float64)
+        else:
+            change[rows] = (cur - prev[rows]).abs()
+            small[rows] = torch.where(change[rows] < tol, small[rows] + 1, 0)
+            active[rows] = small[rows] < 2
+        prev[rows] = cur
+        if log is not None:
+            log(f"true log-likelihood ({manifold.spec}, quadrature): level {level}, "
+                f"{len(pts)} nodes, {len(rows)} of {x.shape[0]} rows computed, "
+                f"{int(active.sum())} not yet within {tol:g} ({time.perf_counter() - t0:.0f} s)")
+        if not bool(active.any()):
+            break
         level += 1
-    return prev, err
+    return prev, float(change.max())
 
 
 def _needs_importance(bench: ManifoldBenchmark, x: Tensor) -> bool:
@@ -117,7 +137,8 @@ def _log_normal(v: Tensor, chol: Tensor) -> Tensor:
 def adaptive_importance_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *,
                                        n_final: int = 4096, n_adapt: int = 512,
                                        defensive: float = 0.05, seed: int = 0,
-                                       chunk: int = 32) -> tuple[Tensor, float]:
+                                       chunk: int = 32, log: Callable[[str], None] | None = None
+                                       ) -> tuple[Tensor, float]:
     """``log ∫_M N(x; mean(m), σ²I) dU(m)`` by adaptive importance sampling in a chart of ``M``.
 
     Per example: (1) the coarsest quadrature rule gives the 4 best nodes; (2) ``n_adapt``
@@ -139,8 +160,14 @@ def adaptive_importance_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *,
     pts, log_w = manifold.quadrature(manifold.quadrature_levels()[0])
     means = bench.mean(pts)
     out, errs = [], []
+    t0, done, next_report = time.perf_counter(), 0, max(chunk, x.shape[0] // 10)
     for xs in torch.split(x, chunk):
         n = xs.shape[0]
+        done += n
+        if log is not None and (done >= next_report or done == x.shape[0]):
+            log(f"true log-likelihood ({manifold.spec}, importance sampling): {done} of "
+                f"{x.shape[0]} rows ({time.perf_counter() - t0:.0f} s)")
+            next_report = done + max(chunk, x.shape[0] // 10)
 
         def loglik(m):   # m: (n, s, ambient) -> (n, s)
             mu = bench.mean(m)

@@ -38,13 +38,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..common.files import write_json
-from ..data.io import train_test_split
+from ..common.files import read_json, write_json
+from ..data.io import as_matrix, rows_sha256, train_test_split
 from ..errors import DataError, UsageError
 from ..manifolds import parse_latent
 from ..training import FitConfig, RunDirectory, load_run
 from .engine import Job, run_jobs
-from .figures import plot_bars, plot_latent_embedding
+from .figures import plot_differences, plot_latent_embedding
 
 DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
 Z_THRESHOLD = 2.0
@@ -114,11 +114,15 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
              budget: str | Budget = "default", seeds: int | None = None,
              labels: np.ndarray | None = None, test_fraction: float = 0.1, split_seed: int = 0,
              margin: float = MARGIN, workers: int = 0, progress: bool = False,
+             data_path: str | None = None, force: bool = False,
              log: Callable[[str], None] = print) -> dict:
     """Rank ``candidates`` by test IWAE on ``x``; writes ``out/discovery.json``, ``report.md``
     and figures, and returns the same structure as ``discovery.json``.
 
-    Finished candidates in ``out`` are reused when called again with the same settings.
+    Finished candidates in ``out`` are reused when called again with the same settings and data.
+    ``out`` records the data it was made on (``data_path`` and a SHA-256 of the rows, in
+    ``data.json``, ``discovery.json`` and ``report.md``); a folder made on other data is refused
+    unless ``force``.
     """
     t0 = time.perf_counter()
     specs = parse_candidates(candidates)
@@ -134,10 +138,22 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
         budget = dataclasses.replace(budget, seeds=seeds)
     if not margin >= 0:
         raise UsageError(f"--margin must be >= 0, got {margin}")
+    x = as_matrix(x, name=data_path or "data")
     if labels is not None and len(labels) != len(x):
         raise DataError(f"labels: {len(labels)} entries for {len(x)} data rows")
     out = Path(out)
+    data = {"path": data_path, "rows": int(x.shape[0]), "columns": int(x.shape[1]),
+            "rows_sha256": rows_sha256(x)}
+    before = read_json(out / "data.json")
+    if isinstance(before, dict) and before.get("rows_sha256") != data["rows_sha256"]:
+        if not force:
+            raise UsageError(f"{out} holds a discovery on other data ({before.get('path')}, "
+                             f"{before.get('rows')} rows × {before.get('columns')}); use --force "
+                             f"to replace it, or another --out")
+        log(f"{out}: replacing the discovery made on {before.get('path')} (--force)")
+        (out / "discovery.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "data.json", data)
     x_train, x_test, _, test_idx = train_test_split(x, test_fraction, split_seed)
     split = out / "split.npz"
     arrays = {"x_train": x_train.numpy(), "x_test": x_test.numpy()}
@@ -155,11 +171,14 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
     run_jobs(jobs, workers, out, force=False, progress=progress, log=log)
     result = _rank(specs, dirs, budget_name, budget, len(x_train), len(x_test), margin)
     result["total_seconds"] = time.perf_counter() - t0
+    result["data"] = data
     write_json(out / "discovery.json", result)
     (out / "report.md").write_text(report_markdown(result))
-    plot_bars([r["latent"] for r in result["ranking"]], [r["test_iwae"] for r in result["ranking"]],
-              [2 * r["test_iwae_stderr"] for r in result["ranking"]], out / "iwae.png",
-              ylabel="test IWAE (nats/example, ± 2 s.e.)")
+    rank = result["ranking"]
+    plot_differences([r["latent"] for r in rank], [-r["difference_to_top"] for r in rank],
+                     [Z_THRESHOLD * r["difference_to_top_stderr"] for r in rank], out / "iwae.png",
+                     margin=margin, xlabel=f"test IWAE − {rank[0]['latent']}'s, paired "
+                                           f"(nats/example, ± {Z_THRESHOLD:g} s.e.)")
     if labels is not None:
         kept = next(r for r in result["ranking"] if r["latent"] == result["best"])
         model = load_run(dirs[result["best"]][kept.get("selected_seed", 0)])[0]
@@ -250,7 +269,10 @@ def report_markdown(res: dict) -> str:
                    f"{res['margin']:g} nats); preferred among the tied: "
                    f"**{res['best']}**, the one with the fewest latent dimensions.")
     b = res["budget"]
+    d = res.get("data") or {}
     lines = ["# Latent-topology discovery", "",
+             f"Data: {d.get('path') or 'rows given in Python'} ({d.get('rows')} rows × "
+             f"{d.get('columns')}, SHA-256 of the rows {str(d.get('rows_sha256'))[:16]}…).", "",
              f"{res['n_train']} train (validation included) / {res['n_test']} test rows; budget {b['name']} "
              f"({b['steps']} steps, {'-'.join(map(str, b['hidden']))} MLPs, K={b['iwae_k']}, "
              f"{b['seeds']} seed(s)"

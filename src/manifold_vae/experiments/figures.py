@@ -106,20 +106,21 @@ def plot_curves(histories: dict, path: Path, *, ceiling: float | None = None) ->
     plt.close(fig)
 
 
-def plot_bars(names, means, errs, path: Path, *, ceiling: float | None = None,
-              ylabel: str = "test IWAE (nats/example)") -> None:
+def plot_differences(names, diffs, errs, path: Path, *, margin: float = 0.0,
+                     xlabel: str = "") -> None:
+    """Each candidate's paired difference to the top one with its interval (the top one at 0):
+    what a verdict between them rests on, whatever the sign of the values themselves."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(names)), 4))
-    ax.bar(range(len(names)), means, yerr=errs, capsize=4, color="tab:blue")
-    if ceiling is not None:
-        ax.axhline(ceiling, color="k", ls="--", lw=1, label="true log-likelihood")
-        ax.legend(fontsize=8)
-    lo = min(m - (e or 0) for m, e in zip(means, errs))
-    hi = max([m + (e or 0) for m, e in zip(means, errs)] + ([ceiling] if ceiling else []))
-    ax.set_ylim(lo - 0.2 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
+    fig, ax = plt.subplots(figsize=(6, 0.5 * len(names) + 1.5))
+    y = np.arange(len(names))[::-1]
+    ax.errorbar(diffs, y, xerr=errs, fmt="o", capsize=4, color="tab:blue")
+    ax.axvline(0.0, color="k", lw=1)
+    if margin > 0:
+        ax.axvline(-margin, color="k", ls="--", lw=1, label=f"margin {margin:g}")
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set_yticks(y)
+    ax.set_yticklabels(names)
+    ax.set_xlabel(xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

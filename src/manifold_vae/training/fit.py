@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,17 +19,38 @@ import torch
 from torch import nn
 
 from ..data import ManifoldBenchmark, train_test_split
-from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, load_embedding
+from ..data.io import as_matrix
+from ..embeddings import (EmbedConfig, LearnedEmbedding, embedding_quality, fit_learned_embedding,
+                          load_embedding)
 from ..embeddings.learned import save_embedding
-from ..errors import CheckpointError, DataError, ManifoldVAEError, UsageError
+from ..errors import CheckpointError, DataError, ManifoldVAEError, RunComplete, UsageError
 from ..evaluation import evaluate, true_log_likelihood
 from ..likelihoods import LIKELIHOODS
 from ..models import VAE, build_model
 from .config import FitConfig
+from .convergence import still_improving
 from .distributed import DistInfo, setup_distributed, teardown
 from .hooks import tensorboard_writer, validation_score
 from .rundir import RunDirectory, model_from_checkpoint
 from .trainer import Interrupted, resolve_device, stream_seed, train
+
+
+@dataclass
+class FitResult:
+    """What :func:`run_fit` returns: the trained model (eval mode, on the CPU), the final metrics
+    (what ``metrics.json`` holds), the logged rows (``metrics.jsonl``), the per-example test ELBO
+    and IWAE (float64), and the run directory (``None`` without one)."""
+
+    model: VAE
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    per_example_elbo: torch.Tensor | None = None
+    per_example_iwae: torch.Tensor | None = None
+    run_dir: Path | None = None
+
+
+DEFAULT_THREADS = torch.get_num_threads()   # torch's own choice, before anything changed it
+MLP_THREADS_MAX_PARAMS = 2_000_000
 
 
 def ceiling_metrics(sidecar: dict | None, x: torch.Tensor, per_example_iwae: torch.Tensor) -> dict:
@@ -105,14 +127,22 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
             x_test: torch.Tensor | None = None, sidecar: dict | None = None,
             resume: bool = False, force: bool = False, log: Callable[[str], None] = print,
             progress_factory: Callable | None = None, data_info: dict | None = None,
-            model: nn.Module | None = None) -> dict:
-    """Train and evaluate one model; returns the final metrics (written to ``out/metrics.json``).
+            model: nn.Module | None = None) -> FitResult | None:
+    """Train and evaluate one model; returns a :class:`FitResult` (its metrics are written to
+    ``out/metrics.json``; ``None`` on the non-main processes of a multi-process run).
 
-    ``x``: all data, split by ``config.test_fraction`` unless ``x_test`` is given.
+    ``x``: all data (a tensor of any float dtype, a numpy array), split by
+    ``config.test_fraction`` unless ``x_test`` is given. ``out``: the run directory (a path or
+    ``None`` for none).
     ``resume``: continue the run in ``out`` from its checkpoint (its saved config wins).
     ``model``: a model built in Python (``VAE(encoder, latent, decoder, likelihood)``) to train
     instead of the one ``config.model`` describes.
     """
+    if not isinstance(config, FitConfig):
+        raise UsageError(f"config must be a FitConfig, got {type(config).__name__}")
+    x = as_matrix(x, name="training data", min_rows=2)
+    if x_test is not None:
+        x_test = as_matrix(x_test, name="test data", min_rows=1)
     if model is not None:
         if not isinstance(model, VAE):
             raise UsageError(f"model must be a manifold_vae.VAE (encoder, latent, decoder, "
@@ -130,19 +160,63 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
         else:
             ckpt = run.load_checkpoint()
             saved = FitConfig.from_dict(ckpt["config"])
-        if saved != config:
-            new, old = config.to_dict(), saved.to_dict()
-            diff = _differences(old, new)
+        diff = _differences(saved.to_dict(), config.to_dict())
+        if set(diff) == {"steps"}:
+            config = extended_config(saved, config.steps, where=run.path)
+        elif diff:
             raise CheckpointError(f"{run.path}: checkpoint config does not match the requested "
                                   "model: " + ", ".join(f"{k}: saved {a!r} vs requested {b!r}"
                                                         for k, (a, b) in diff.items()))
+        elif run.is_finished:
+            raise RunComplete(f"{run.path} is complete ({saved.steps} steps; metrics.json written); "
+                              f"nothing to resume. To train it longer: fit --resume {run.path} "
+                              f"--steps N (a run with schedule=constant), or a new run with --steps N")
     likelihood = _check_data(config, model, x, x_test)
-    if model is None and ckpt is None:
+    skeleton = model
+    if model is None:
         # a skeleton, so that a model the config cannot build is refused before anything is written
         with torch.random.fork_rng():
-            build_model(config.model, x.shape[1], embedding=_skeleton(config))
-    if config.threads:
-        torch.set_num_threads(config.threads)
+            skeleton = build_model(config.model, x.shape[1], embedding=_skeleton(config))
+    threads, why = (config.threads, "set") if config.threads else choose_threads(skeleton)
+    # said when training starts, after every check has passed
+    log = _prefixed(log, None if config.threads else
+                    f"threads: {threads} ({why}; set threads=N to choose)")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _fit_on_device(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
+                              data_info, in_restarts, model, likelihood)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _prefixed(log: Callable[[str], None], first: str | None) -> Callable[[str | None], None]:
+    """``log`` that says ``first`` (if any) before its first message, or when called with
+    ``None``, which says nothing else."""
+    pending = [first] if first is not None else []
+
+    def say(message: str | None) -> None:
+        while pending:
+            log(pending.pop())
+        if message is not None:
+            log(message)
+    return say
+
+
+def choose_threads(model: nn.Module) -> tuple[int, str]:
+    """Threads for training ``model`` on the CPU: one for an MLP-sized model (small matrix
+    products gain nothing from a second thread and lose much when other work shares the cores;
+    measured by ``benchmarks/threads.py``), torch's default for convolutional or large ones."""
+    convs = any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+    n = sum(p.numel() for p in model.parameters())
+    if not convs and n <= MLP_THREADS_MAX_PARAMS:
+        return 1, f"an MLP model of {n / 1e6:.2f}M parameters"
+    return DEFAULT_THREADS, (f"a {'convolutional' if convs else 'large'} model of "
+                             f"{n / 1e6:.2f}M parameters: torch's default")
+
+
+def _fit_on_device(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
+                   data_info, in_restarts, model, likelihood):
     device = resolve_device(config.device)
     dist_info = setup_distributed(device)
     if dist_info.enabled and device.type == "cuda":
@@ -153,6 +227,21 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
                     data_info, device, dist_info, in_restarts, model, likelihood)
     finally:
         teardown(dist_info)
+
+
+def extended_config(saved: FitConfig, steps: int, *, where) -> FitConfig:
+    """The config of ``saved`` trained on to ``steps``: allowed where the schedule permits (a
+    constant learning rate; the KL warm-up keeps its number of steps), refused with the way to
+    get there otherwise."""
+    if steps <= saved.steps:
+        raise UsageError(f"{where} was trained for {saved.steps} steps; --steps {steps} would not "
+                         "extend it (resume it without --steps, or start a new run)")
+    if saved.schedule != "constant":
+        raise UsageError(f"{where} was trained with the {saved.schedule} schedule, which anneals "
+                         f"the learning rate to its last step ({saved.steps}): it cannot be "
+                         f"extended. Start a new run with --steps {steps}, or train with "
+                         f"--set schedule=constant, which --resume {where} --steps N can extend")
+    return saved.replace(steps=steps, kl_warmup=saved.kl_warmup * saved.steps / steps)
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> dict:
@@ -167,11 +256,15 @@ def _differences(old: dict, new: dict, prefix: str = "") -> dict:
 
 
 def _skeleton(config: FitConfig):
-    """An untrained embedding of the kind the config asks for (for a dry build of the model)."""
-    if config.latent.embedding == "exact":
+    """The embedding the config asks for, for a dry build of the model: none (exact), an untrained
+    one ("learned"), or the saved one, loaded (so that a wrong path or one made for another
+    manifold is refused before anything is written)."""
+    spec = config.latent
+    if spec.embedding == "exact":
         return None
-    from ..embeddings import LearnedEmbedding
-    return LearnedEmbedding(config.latent.manifold_obj, config.model.embed_hidden)
+    if spec.embedding == "learned":
+        return LearnedEmbedding(spec.manifold_obj, config.model.embed_hidden)
+    return load_embedding(spec.embedding, expect=spec.manifold_obj)
 
 
 def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, data_info,
@@ -240,6 +333,8 @@ def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, da
                                          log if main else _mute,
                                          progress_factory if main else None, user_model)
     restart_info = ckpt.get("restarts") if ckpt is not None else None
+    if main:
+        log(None)          # anything still to be said before training starts
     model.to(device)
     bar = progress_factory(config.steps, ckpt["step"] if ckpt else 0) if (progress_factory and main) else None
     extra = {"restarts": restart_info} if restart_info else {}
@@ -249,7 +344,7 @@ def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, da
     if bar is not None:
         bar(None, None)
     if not main:
-        return {}
+        return None
     model.eval()
     model.cpu()
     t = time.perf_counter()
@@ -283,17 +378,15 @@ def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, da
         last = result["history"][-1]
         metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"],
                         "skipped_steps": last.get("skipped_steps", 0)})
+        metrics.update(still_improving(result["history"], config.steps, schedule=config.schedule))
     metrics.update(ceiling_metrics(sidecar, x_test, ev["per_example_iwae"]))
-    metrics["_per_example_iwae"] = ev["per_example_iwae"]
-    metrics["_per_example_elbo"] = ev["per_example_elbo"]
-    metrics["_model"] = model
-    metrics["_history"] = result["history"]
     if run is not None:
-        run.write_metrics({k: v for k, v in metrics.items() if not k.startswith("_")})
+        run.write_metrics(metrics)
         run.write_per_example(ev["per_example_elbo"], ev["per_example_iwae"])
         if test_idx is not None:
             run.write_test_index(test_idx)
-    return metrics
+    return FitResult(model, metrics, result["history"], ev["per_example_elbo"],
+                     ev["per_example_iwae"], run.path if run is not None else None)
 
 
 def _model_source(user_model) -> dict:
