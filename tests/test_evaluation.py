@@ -24,14 +24,17 @@ def test_iwae_above_elbo_and_non_decreasing_in_k(bench_data, latent, ga):
     torch.manual_seed(0)
     model = build(x.shape[1], latent, group_action=ga, hidden=[32])
     model.likelihood.set_data_transform(x.mean(0), x.std())
-    means = []
+    bounds = []
     for k in (1, 10, 100):
         elbo, iwae = per_example_bounds(model, x, k=k, generator_seed=k)
         assert torch.isfinite(iwae).all()
         assert float(iwae.mean()) >= float(elbo.mean()) - 1e-9
-        means.append(float(iwae.mean()))
-    # E[IWAE_K] is non-decreasing in K; the gaps at random init are tens of nats, far above noise
-    assert means[0] <= means[1] <= means[2]
+        bounds.append(iwae)
+    # E[IWAE_K] is non-decreasing in K: each mean may fall below the one of fewer samples only by
+    # the noise of the paired per-example difference (3 standard errors)
+    for small, large in zip(bounds, bounds[1:]):
+        d = large - small
+        assert float(d.mean()) >= -3 * float(d.std()) / math.sqrt(len(d))
 
 
 def test_iwae_with_one_sample_equals_elbo_estimate(bench_data):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal, Uniform, kl_divergence
 
-from .box import BoxBeta, beta_from_mean_concentration
+from .box import BoxBeta, beta_from_mean_concentration, beta_log_density, beta_log_sample
 from .concat import ConcatIndependent
 
 KINDS = ("box", "euclidean")
@@ -70,6 +70,31 @@ class HiddenSpace:
                 base = Normal(loc, sigma, validate_args=False)
             dists.append(Independent(base, 1, validate_args=False))
         return dists[0] if len(dists) == 1 else ConcatIndependent(dists)
+
+    def sample_with_log_ratio(self, raw: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """``k`` draws of ``q(z|x)`` per example (leading dim ``k``) and ``log p(z) - log q(z|x)``,
+        both in float64: the latent part of the IWAE weights. The Beta blocks are drawn in log
+        space and their densities taken at the very values drawn (:func:`beta_log_sample`), so a
+        sample next to a face of the box is valued exactly, never at a clamped point."""
+        raw = raw.double()
+        zs, log_ratio, start = [], 0.0, 0
+        for kind, size in self.blocks:
+            loc = raw[..., start:start + size]
+            scale = raw[..., start + size:start + 2 * size]
+            start += 2 * size
+            if kind == "box":      # the prior U(0, 1) has density 1
+                a, b = beta_from_mean_concentration(loc, scale + self.log_concentration_offset)
+                log_z, log1m_z = beta_log_sample(a, b, (k,))
+                zs.append(log_z.exp())
+                log_ratio = log_ratio - beta_log_density(a, b, log_z, log1m_z).sum(-1)
+            else:
+                sigma = scale.clamp(*LOG_SIGMA_BOUNDS).exp()
+                eps = torch.randn((k,) + loc.shape, dtype=loc.dtype, device=loc.device)
+                z = loc + sigma * eps
+                # log N(z; 0, 1) - log N(z; μ, σ²), the 2π terms cancelling
+                log_ratio = log_ratio + (-0.5 * (z * z) + 0.5 * (eps * eps) + sigma.log()).sum(-1)
+                zs.append(z)
+        return torch.cat(zs, -1), log_ratio
 
     def prior(self, *, device=None, dtype=torch.float32) -> Distribution:
         """``p(z)``: ``U(0,1)`` per box coordinate, ``N(0,1)`` per Euclidean one."""

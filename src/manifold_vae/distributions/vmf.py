@@ -18,7 +18,10 @@ implicitly (Figurnov et al. 2018, arXiv:1805.08498): ``dw/dκ = -∂_κF(w; κ) 
 
 evaluated by Gauss–Legendre quadrature on whichever side of ``w`` does not hold the mode of
 ``g`` (there the integrand is largest at ``w`` and decays away from it, so the result is
-well conditioned), truncated where ``g(s)/g(w) < e^{-40}`` and with a square-root substitution
+well conditioned), truncated where ``g(s)/g(w) < e^{-40}`` — found on ``g`` itself, by
+bisection, since just past the mode the slope of ``log g`` is nearly zero and a span taken from
+the slope alone would spread the nodes far from where the integrand lives (measured: 99 % error at
+p = 6, κ = 1e4 before) — and with a square-root substitution
 at the endpoints ``s = ±1`` where ``(1-s²)^α`` is singular (``p = 2``). Gradients with respect
 to ``μ`` flow through the Householder reflection.
 """
@@ -61,7 +64,7 @@ def vmf_w_kappa_derivative(u: Tensor, kappa: Tensor, p: int, *, nodes: int = 64,
     # log g in u = 1 - s (up to a constant): L(u) = -κu + α log u + α log(2-u); concave in u
     slope = -kappa + alpha / u - alpha / (2 - u)           # L'(u_w)
     left = slope > 0            # mode to the right of u_w: integrate over u in [0, u_w]
-    span = _TRUNCATE / slope.abs().clamp_min(1e-300)
+    span = _decay_span(u, kappa, alpha, left)
     lo = torch.where(left, (u - span).clamp_min(0.0), u)
     hi = torch.where(left, u, (u + span).clamp_max(2.0))
     # substitution t -> u clustering nodes at a singular endpoint (u = 0 on the left, 2 on the right)
@@ -80,6 +83,28 @@ def vmf_w_kappa_derivative(u: Tensor, kappa: Tensor, p: int, *, nodes: int = 64,
     integral = (wt * integrand).sum(0)
     # dw/dκ = ∫_{u∈[0,u_w]} (left)  or  -∫_{u∈[u_w,2]} (right);  d(1-w)/dκ = -dw/dκ
     return torch.where(left, -integral, integral)
+
+
+def _decay_span(u: Tensor, kappa: Tensor, alpha: float, left: Tensor, iters: int = 64) -> Tensor:
+    """How far from ``u_w``, on the side away from the mode, ``log g`` has dropped by
+    ``_TRUNCATE`` (or the distance to the end of ``[0, 2]`` if it never does), by bisection.
+
+    ``L`` is concave, so the drop grows monotonically with the distance; near the mode it grows
+    quadratically (the slope there is nearly zero), so the span is found from ``L`` itself, not
+    from its slope alone, which would put the nodes far from where the integrand lives."""
+    def log_g(v):
+        v = v.clamp(1e-300, 2.0)
+        return -kappa * v + alpha * (torch.log(v) + torch.log((2 - v).clamp_min(1e-300)))
+
+    start = log_g(u)
+    room = torch.where(left, u, 2 - u)
+    lo, hi = torch.zeros_like(u), room.clone()
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        dropped = start - log_g(torch.where(left, u - mid, u + mid)) >= _TRUNCATE
+        hi = torch.where(dropped, mid, hi)
+        lo = torch.where(dropped, lo, mid)
+    return hi
 
 
 def _circle_u_kappa_derivative(u: Tensor, kappa: Tensor, mean: Tensor, nodes: int) -> Tensor:

@@ -126,6 +126,15 @@ def _needs_importance(bench: ManifoldBenchmark, x: Tensor) -> bool:
     return bench.manifold.has_chart and bench.manifold.dim >= 3
 
 
+def alias_count(chol: Tensor, radius: float) -> int:
+    """How many turns of the chart a Gaussian ``N(0, L Lᵀ)`` in it reaches: the aliases of a
+    point lie ``2·radius`` apart along its axis, and beyond 8 standard deviations (the widest
+    direction of any ``L`` of the batch) the density is below ``e^{-32}``: count the turns up to
+    there (at least 2)."""
+    sd = float(torch.linalg.matrix_norm(chol, ord=2).max())
+    return max(2, math.ceil((8 * sd + radius) / (2 * radius)))
+
+
 def _log_normal(v: Tensor, chol: Tensor) -> Tensor:
     """``log N(v; 0, L Lᵀ)`` for ``v`` (n, s, d) and Cholesky factors ``chol`` (n, d, d)."""
     d = v.shape[-1]
@@ -181,7 +190,7 @@ def adaptive_importance_log_likelihood(bench: ManifoldBenchmark, x: Tensor, *,
             """Density relative to U(M) of ``chart_exp(c, N(0, LLᵀ))``: a sum over the chart
             vectors that reach the same point (all of them, where the chart wraps around)."""
             v = manifold.chart_log(centers[:, None, :].expand_as(m), m)
-            vs = manifold.chart_aliases(v)
+            vs = manifold.chart_aliases(v, alias_count(chol, manifold.chart_radius))
             terms = [_log_normal(va, chol) - manifold.chart_log_uniform_density(va) for va in vs]
             return torch.logsumexp(torch.stack(terms), 0)
 

@@ -128,12 +128,15 @@ class ERLatent(ManifoldLatent):
         return LatentOutput(m, z, kl, log_ratio)
 
     def sample(self, raw: Tensor, k: int) -> LatentOutput:
+        """``k`` samples per example; ``z`` and ``log_ratio`` in float64 (the densities of the
+        samples drawn, see :meth:`HiddenSpace.sample_with_log_ratio`), the point in ``raw``'s
+        dtype."""
         hidden, group_raw = self._split(raw)
-        q = self.hidden_space.posterior(hidden)
         g = None if group_raw is None else self.manifold.group_element(group_raw)
-        z = q.rsample((k,))
-        return LatentOutput(self.point(z, g), z, lambda: self.hidden_space.kl(q),
-                            self.hidden_space.prior_log_prob(z) - q.log_prob(z))
+        z, log_ratio = self.hidden_space.sample_with_log_ratio(hidden, k)
+        return LatentOutput(self.point(z.to(raw.dtype), g), z,
+                            lambda: self.hidden_space.kl(self.hidden_space.posterior(hidden)),
+                            log_ratio)
 
     def mean_point(self, raw: Tensor) -> Tensor:
         return self.point(self.posterior(raw).mean, self.group(raw))
