@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..latents import ManifoldLatent
 from ..likelihoods import Likelihood
 
-DEFAULT_EVAL_ROWS = 131072
+DEFAULT_EVAL_ROWS = 32768     # decoder rows per IWAE chunk (an MLP's: 32 MB per 256-wide layer)
 
 
 class VAE(nn.Module):
