@@ -111,22 +111,22 @@ def _fake_candidates(tmp_path, per_example: dict):
 
 
 def test_verdict_rules_significance_margin_and_fewest_dimensions(tmp_path):
-    from manifold_vae.experiments.discover import _rank
+    from manifold_vae.experiments.discover import rank_candidates
     rng = np.random.default_rng(0)
     base = rng.normal(100.0, 1.0, size=4000)
 
     def noise():   # paired designs: small per-example differences around the shared base
         return rng.normal(0.0, 0.01, size=4000)
     # S1 leads T2 by 0.5 nats with a tiny standard error: decided
-    res = _rank(["S1", "T2"], _fake_candidates(tmp_path / "a", {"S1": base + 0.5 + noise(), "T2": base + noise()}),
+    res = rank_candidates(["S1", "T2"], _fake_candidates(tmp_path / "a", {"S1": base + 0.5 + noise(), "T2": base + noise()}),
                 "custom", TINY, 100, 4000, 0.05)
     assert res["verdict"] == "decided" and res["best"] == "S1" and res["tied"] == []
     # R3 leads S1 by 0.02 nats, significant (z >> 2) but below the 0.05 margin: a tie -> S1 (dim 1)
-    res = _rank(["R3", "S1"], _fake_candidates(tmp_path / "b", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
+    res = rank_candidates(["R3", "S1"], _fake_candidates(tmp_path / "b", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
                 "custom", TINY, 100, 4000, 0.05)
     assert res["verdict"] == "undecided" and res["best"] == "S1" and set(res["tied"]) == {"R3", "S1"}
     # with no margin the same data decide for R3
-    res = _rank(["R3", "S1"], _fake_candidates(tmp_path / "c", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
+    res = rank_candidates(["R3", "S1"], _fake_candidates(tmp_path / "c", {"R3": base + 0.02 + noise(), "S1": base + noise()}),
                 "custom", TINY, 100, 4000, 0.0)
     assert res["verdict"] == "decided" and res["best"] == "R3"
 
@@ -134,7 +134,7 @@ def test_verdict_rules_significance_margin_and_fewest_dimensions(tmp_path):
 def test_restarts_keep_the_seed_with_the_best_validation_score(tmp_path):
     """Several seeds per candidate: the one that scored best on the validation rows represents
     the candidate (its test values, never the test-best one), and the choice is reported."""
-    from manifold_vae.experiments.discover import _rank
+    from manifold_vae.experiments.discover import rank_candidates
     rng = np.random.default_rng(1)
     base = rng.normal(100.0, 1.0, size=2000)
     dirs = {}
@@ -149,7 +149,7 @@ def test_restarts_keep_the_seed_with_the_best_validation_score(tmp_path):
                 "test_elbo": float(iwae.mean() - 0.1), "train_seconds": 1.0, "embedding": "exact",
                 "group_action": True, "validation_iwae": val}))
             dirs.setdefault(spec, []).append(d)
-    res = _rank(["S1", "T2"], dirs, "custom", TINY, 100, 2000, 0.05)
+    res = rank_candidates(["S1", "T2"], dirs, "custom", TINY, 100, 2000, 0.05)
     s1 = next(r for r in res["ranking"] if r["latent"] == "S1")
     assert s1["selected_seed"] == 1 and s1["validation_iwae"] == 7.0
     assert s1["test_iwae"] == pytest.approx(base.mean() + 1.0, abs=0.01)
@@ -158,3 +158,42 @@ def test_restarts_keep_the_seed_with_the_best_validation_score(tmp_path):
     assert "the one with the best validation IWAE kept" in __import__(
         "manifold_vae.experiments.discover", fromlist=["x"]).report_markdown(
         {**res, "budget": {**res["budget"], "seeds": 3}})
+
+
+def test_unconverged_leaders_are_never_decided(tmp_path):
+    """A lead far above the margin, but the top candidate's validation curve still rises over the
+    third quarter of its schedule: 'undecided: unconverged', naming it, and the report says how to
+    settle it."""
+    from manifold_vae.experiments.discover import UNCONVERGED, rank_candidates, report_markdown
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(100.0, 1.0, size=4000)
+    dirs = _fake_candidates(tmp_path, {"S1": base + 3.0 + rng.normal(0, 0.01, 4000),
+                                       "T2": base + rng.normal(0, 0.01, 4000)})
+    for spec, slope in (("S1", 0.01), ("T2", 0.0)):
+        rows = [{"step": s, "elbo": 1.0, "validation_iwae": 90 + slope * s}
+                for s in range(100, 1001, 100)]
+        (dirs[spec][0] / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        metrics = json.loads((dirs[spec][0] / "metrics.json").read_text())
+        (dirs[spec][0] / "metrics.json").write_text(json.dumps({**metrics, "steps": 1000}))
+    res = rank_candidates(["S1", "T2"], dirs, "custom", TINY, 100, 4000, 0.05)
+    assert res["verdict"] == UNCONVERGED and res["unconverged"] == ["S1"]
+    assert "undecided: unconverged" in report_markdown(res)
+    s1 = next(r for r in res["ranking"] if r["latent"] == "S1")
+    assert s1["still_improving"] and s1["recent_gain"] == pytest.approx(3.0)
+
+
+def test_unconverged_leaders_train_again_twice_as_long(tmp_path):
+    """Successive halving: with a budget that allows it, the top half of the candidates trains
+    again with twice the steps while the leaders' curves still rise; the rounds are recorded."""
+    bench = ManifoldBenchmark("S1", dim=20, noise=0.05, seed=4)
+    x, _ = bench.sample(1500)
+    short = Budget(steps=40, iwae_k=8, seeds=1, hidden=(16,), batch_size=128, max_steps=80)
+    res = discover(x, tmp_path / "d", candidates=["R1", "S1", "T2"], budget=short, workers=1,
+                   log=lambda m: None)
+    # 40 steps are far too few: the leaders still rise, so the top two train again for 80
+    assert res["rounds"][0] == {"steps": 40, "candidates": ["R1", "S1", "T2"]}
+    assert res["rounds"][1]["steps"] == 80 and len(res["rounds"][1]["candidates"]) == 2
+    assert (tmp_path / "d" / "candidates" / res["rounds"][1]["candidates"][0]
+            / "seed0-80steps" / "metrics.json").is_file()
+    assert res["verdict"] != "decided" or not res["unconverged"]

@@ -261,3 +261,51 @@ def test_csv_with_a_header_row_is_read(tmp_path, capsys):
     assert main(["fit", "--data", str(path), "--steps", "5", "--out", str(tmp_path / "r"), *FAST,
                  "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_train"] == 36
+
+
+# ---------------------------------------------------------------------- defaults
+def test_defaults_carry_what_the_suites_learned(tmp_path, capsys):
+    """Naming only data and latent: restarts for a 3-dimensional latent, a unimodal start for the
+    group action, early stopping for data few for the networks; said in one line, recorded in
+    config.json; a key the user sets wins."""
+    data = tmp_path / "so3.npy"
+    assert main(["data", "SO3", "--n", "400", "--dim", "6", "--ceiling-rows", "0", "--out",
+                 str(data), "--quiet"]) == 0
+    capsys.readouterr()
+    small = FAST[:2] + FAST[4:]             # 256-256 networks: 360 rows are few for them
+    assert main(["fit", "--data", str(data), "--latent", "SO3", "--group-action", "--steps", "40",
+                 "--out", str(tmp_path / "a"), *small]) == 0
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("defaults for SO3 + group action"))
+    assert "4 restarts" in line and "init_concentration 50" in line and "early stopping" in line
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    config = saved["config"]
+    assert config["restarts"] == 4 and config["restart_fraction"] == 0.25
+    assert config["model"]["latent"]["init_concentration"] == 50.0
+    assert config["steps"] == 40                                  # given: kept
+    assert config["validation_fraction"] == 0.1 and len(saved["defaults"]) == 3
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert len(metrics["restarts"]) == 4
+    capsys.readouterr()
+    assert main(["fit", "--data", str(data), "--latent", "SO3", "--group-action", "--steps", "40",
+                 "--set", "restarts=1", "--set", "init_concentration=2", "--set",
+                 "validation_fraction=0", "--out", str(tmp_path / "b"), *small]) == 0
+    config = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
+    assert config["restarts"] == 1 and config["model"]["latent"]["init_concentration"] == 2.0
+    assert "defaults for" not in capsys.readouterr().err
+
+
+def test_defaults_in_python_and_off_switch():
+    import manifold_vae as mv
+    from manifold_vae.training.defaults import choose_defaults
+
+    config = mv.FitConfig(latent="T2", group_action=True)
+    model = mv.build_model(config.model, 100)
+    chosen, why = choose_defaults(config, 20000, model)
+    assert chosen.restarts == 4 and chosen.steps == 12000 and len(why) == 3
+    assert chosen.validation_fraction == 0.025                   # 20,000 rows: no early stopping
+    off, why = choose_defaults(config.replace(auto_defaults=False), 20000, model)
+    assert off.restarts == 1 and why == []
+    s1, why = choose_defaults(mv.FitConfig(latent="S1"), 20000, mv.build_model(
+        mv.FitConfig(latent="S1").model, 100))
+    assert why == [] and s1.restarts == 1                        # a circle without group action

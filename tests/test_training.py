@@ -319,7 +319,7 @@ def test_restarts_keep_the_best_early_score_and_survive_an_interruption(data, tm
     assert read(tmp_path / "ref" / "metrics.jsonl")[:2] == chosen    # the run's log goes on from it
     assert not list((tmp_path / "ref" / "restarts").glob("*/checkpoint.pt"))   # spent, removed
     # restart 0 is the run without restarts: same first steps
-    plain = run_fit(FitConfig(**{**config.to_dict(), "restarts": 1}), x, tmp_path / "plain", **quiet)
+    plain = run_fit(config.replace(restarts=1), x, tmp_path / "plain", **quiet)
     first = read(tmp_path / "ref" / "restarts" / "restart0" / "metrics.jsonl")
     assert [r["elbo"] for r in first] == [r["elbo"] for r in plain.history[:2]]
 

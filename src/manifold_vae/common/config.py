@@ -99,6 +99,7 @@ class _Collector:
         self.cls = cls
         self.paths = leaf_paths(cls)
         self.tree: dict[str, Any] = {}
+        self.given: set[str] = set()       # the leaves a value was given for (short names)
 
     def _node(self, path: tuple[str, ...]) -> dict:
         node = self.tree
@@ -140,6 +141,7 @@ class _Collector:
                 for k in getattr(tp, "_text_fields", ()):
                     node.pop(k, None)
                 node.update(parts)
+                self.given.update(parts)
                 return
             if not isinstance(value, dict):
                 raise UsageError(f"config: {'.'.join(path)} must be a table of keys, got {value!r}")
@@ -154,6 +156,7 @@ class _Collector:
                 self.put_path(sub, v, where)
             return
         self._node(path[:-1])[path[-1]] = _coerce(path[-1], tp, value)
+        self.given.add(path[-1])
 
     def build(self, tp: type | None = None, node: dict | None = None):
         tp = self.cls if tp is None else tp
@@ -211,7 +214,10 @@ def config_from(cls, *, base: dict | None = None, file: str | Path | None = None
     for k, v in explicit.items():
         if v is not None:
             col.put(k, v, "command line")
-    return col.build()
+    built = col.build()
+    if isinstance(built, Config):
+        object.__setattr__(built, "_given", frozenset(col.given))
+    return built
 
 
 class Config:
@@ -225,6 +231,7 @@ class Config:
     def __init__(self, **values):
         built = config_from(type(self), **values)
         self._assign({f.name: getattr(built, f.name) for f in dataclasses.fields(self)})
+        object.__setattr__(self, "_given", built.given)
 
     def _assign(self, kwargs: dict) -> None:
         for f in dataclasses.fields(self):
@@ -242,8 +249,21 @@ class Config:
         return config_from(cls, base=data)
 
     def replace(self, **values):
-        """A copy with ``values`` changed (short names or dotted paths), validated."""
-        return config_from(type(self), base=self.to_dict(), **values)
+        """A copy with ``values`` changed (short names or dotted paths), validated; the keys
+        given are this config's and ``values``'."""
+        new = config_from(type(self), base=self.to_dict(), **values)
+        col = _Collector(type(self))
+        for k, v in values.items():
+            if v is not None:
+                col.put(k, v, "replace")
+        object.__setattr__(new, "_given", self.given | col.given)
+        return new
+
+    @property
+    def given(self) -> frozenset:
+        """The keys (short names) a value was given for when the config was made; the rest are
+        defaults, which a run may choose for the data it sees (``fit``'s automatic defaults)."""
+        return getattr(self, "_given", frozenset())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

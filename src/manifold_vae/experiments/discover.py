@@ -43,12 +43,14 @@ from ..data.io import as_matrix, rows_sha256, train_test_split
 from ..errors import DataError, UsageError
 from ..manifolds import parse_latent
 from ..training import FitConfig, RunDirectory, load_run
+from ..training.convergence import still_improving
 from .engine import Job, run_jobs
 from .figures import plot_differences, plot_latent_embedding
 
 DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
 Z_THRESHOLD = 2.0
 MARGIN = 0.05        # nats per example: smaller leads count as ties (see the module docstring)
+UNCONVERGED = "undecided: unconverged"
 # Beta posteriors of compact candidates start unimodal at κ = 50 (sd ≈ 0.07 in the box), not at
 # the uniform prior (κ = 2): a uniform sample carries no information about x (the group action's
 # expected gradient is zero), and the posterior can leave it either way — narrower around the box
@@ -70,14 +72,17 @@ class Budget:
     batch_size: int = 512
     # early stopping on held-out training rows (see FitConfig.validation_fraction)
     validation_fraction: float = 0.1
+    # successive halving: while the leading candidates' validation curves still rise, the top
+    # half is trained again with twice the steps, up to this many
+    max_steps: int = 0
 
 
 BUDGETS = {
     # 128-128 networks: on T2 data (D=200, σ=0.2, 10,000 rows, early stopping) 256-256 ones
     # reached a test IWAE of 32.99, 128-128 ones 33.51 (true log-likelihood 33.88)
-    "quick": Budget(steps=800, iwae_k=200, seeds=1, hidden=(128, 128)),
-    "default": Budget(steps=2500, iwae_k=1000, seeds=1, hidden=(128, 128)),
-    "thorough": Budget(steps=5000, iwae_k=2000, seeds=3, hidden=(128, 128)),
+    "quick": Budget(steps=800, iwae_k=200, seeds=1, hidden=(128, 128), max_steps=3200),
+    "default": Budget(steps=2500, iwae_k=1000, seeds=1, hidden=(128, 128), max_steps=10000),
+    "thorough": Budget(steps=5000, iwae_k=2000, seeds=3, hidden=(128, 128), max_steps=20000),
 }
 
 
@@ -107,7 +112,9 @@ def candidate_config(spec: str, budget: Budget, seed: int) -> FitConfig:
                      init_concentration=INIT_CONCENTRATION, hidden=list(budget.hidden),
                      steps=budget.steps, batch_size=budget.batch_size, iwae_k=budget.iwae_k,
                      seed=seed, checkpoint_every=max(1, budget.steps // 4),
-                     validation_fraction=budget.validation_fraction)
+                     validation_fraction=budget.validation_fraction,
+                     # 40 points of the validation curve: enough to tell whether it still rises
+                     log_every=max(1, budget.steps // 40))
 
 
 def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
@@ -159,17 +166,31 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
     arrays = {"x_train": x_train.numpy(), "x_test": x_test.numpy()}
     if not split.is_file() or not _same_arrays(split, arrays):
         np.savez(split, **arrays)
-    jobs, dirs = [], {}
-    for spec in specs:
-        for seed in range(budget.seeds):
-            run_dir = out / "candidates" / spec / f"seed{seed}"
-            dirs.setdefault(spec, []).append(run_dir)
-            jobs.append(Job(f"{spec} seed {seed}", candidate_config(spec, budget, seed), run_dir,
-                            str(split)))
     log(f"discovery over {', '.join(specs)}: {len(x_train)} train / {len(x_test)} test rows, "
         f"budget {budget_name} ({budget.steps} steps, K={budget.iwae_k}, {budget.seeds} seed(s))")
-    run_jobs(jobs, workers, out, force=False, progress=progress, log=log)
-    result = _rank(specs, dirs, budget_name, budget, len(x_train), len(x_test), margin)
+    dirs: dict[str, list[Path]] = {}
+    racing, steps, rounds = list(specs), budget.steps, []
+    while True:
+        jobs = []
+        for spec in racing:
+            dirs[spec] = []
+            for seed in range(budget.seeds):
+                name = f"seed{seed}" if steps == budget.steps else f"seed{seed}-{steps}steps"
+                run_dir = out / "candidates" / spec / name
+                dirs[spec].append(run_dir)
+                jobs.append(Job(f"{spec} seed {seed} ({steps} steps)",
+                                candidate_config(spec, dataclasses.replace(budget, steps=steps),
+                                                 seed), run_dir, str(split)))
+        run_jobs(jobs, workers, out, force=False, progress=progress, log=log)
+        rounds.append({"steps": steps, "candidates": list(racing)})
+        result = rank_candidates(specs, dirs, budget_name, budget, len(x_train), len(x_test), margin)
+        if result["verdict"] != UNCONVERGED or 2 * steps > budget.max_steps:
+            break
+        # successive halving: the top half trains again, twice as long
+        racing = [r["latent"] for r in result["ranking"][:max(2, math.ceil(len(racing) / 2))]]
+        steps *= 2
+        log(f"the leaders were still improving: training {', '.join(racing)} for {steps} steps")
+    result["rounds"] = rounds
     result["total_seconds"] = time.perf_counter() - t0
     result["data"] = data
     write_json(out / "discovery.json", result)
@@ -197,11 +218,12 @@ def _same_arrays(path: Path, arrays: dict) -> bool:
         return False
 
 
-def _rank(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
+def rank_candidates(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
     per, rows = {}, []
     for spec in specs:
-        metrics = [RunDirectory(d).read_metrics() for d in dirs[spec]]
-        per_seed = [RunDirectory(d).per_example()[1] for d in dirs[spec]]
+        runs = [RunDirectory(d) for d in dirs[spec]]
+        metrics = [r.read_metrics() for r in runs]
+        per_seed = [r.per_example()[1] for r in runs]
         val = [m.get("validation_iwae") for m in metrics]
         if any(v is not None for v in val):
             # restarts: keep the seed with the best validation score (the test rows stay unseen)
@@ -212,7 +234,12 @@ def _rank(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
         else:   # runs without a validation split: average the seeds, example by example
             iwae, used, selection = torch.stack(per_seed).mean(0), metrics, {}
         per[spec] = iwae
+        kept = runs[selection.get("selected_seed", 0)]
+        curve = still_improving(kept.history(), metrics[0].get("steps", budget.steps), min_gain=margin)
         rows.append({"latent": spec, "latent_dim": parse_latent(spec).dim,
+                     "steps": metrics[0].get("steps", budget.steps),
+                     "still_improving": bool(curve.get("still_improving")),
+                     "recent_gain": curve.get("gain"),
                      "test_iwae": float(iwae.mean()),
                      "test_iwae_stderr": float(iwae.std() / math.sqrt(len(iwae))),
                      "test_elbo": float(np.mean([m["test_elbo"] for m in used])),
@@ -232,14 +259,18 @@ def _rank(specs, dirs, budget_name, budget, n_train, n_test, margin) -> dict:
 
     decided = clear_lead(second)
     tied = [r["latent"] for r in rows if r["latent"] == top or not clear_lead(r)]
-    if decided:
+    # a lead between candidates that were still learning says which learns fastest, not which
+    # fits the data: the verdict waits for their curves to flatten
+    unconverged = [r["latent"] for r in rows[:2] if r["still_improving"]]
+    if decided and not unconverged:
         best = top
     else:
         best = min((r for r in rows if r["latent"] in tied),
                    key=lambda r: (r["latent_dim"], -r["test_iwae"]))["latent"]
+    verdict = UNCONVERGED if unconverged else ("decided" if decided else "undecided")
     return {
-        "best": best, "verdict": "decided" if decided else "undecided",
-        "tied": [] if decided else tied,
+        "best": best, "verdict": verdict, "unconverged": unconverged,
+        "tied": [] if verdict == "decided" else tied,
         "top_two": {"first": top, "second": second["latent"],
                     "difference": second["difference_to_top"],
                     "difference_stderr": second["difference_to_top_stderr"],
@@ -262,6 +293,14 @@ def report_markdown(res: dict) -> str:
         verdict = (f"**{res['best']}**: it leads {t['second']} by {t['difference']:.3f} ± "
                    f"{t['difference_stderr']:.3f} nats/example (paired, z = {t['z']:.1f} > "
                    f"{res['z_threshold']:g}, and more than {res['margin']:g} nats).")
+    elif res["verdict"] == UNCONVERGED:
+        last = res.get("rounds", [{}])[-1].get("steps", res["budget"]["steps"])
+        verdict = (f"**undecided: unconverged** — {', '.join(res['unconverged'])} still improved "
+                   f"over the third quarter of {last} steps by more than the margin; a lead "
+                   f"between candidates still learning says which learns fastest. Preferred "
+                   f"for now: **{res['best']}**. Settle it with a larger budget (--budget "
+                   f"{'thorough' if res['budget']['name'] != 'thorough' else 'thorough --seeds 5'}"
+                   f", which trains up to {BUDGETS['thorough'].max_steps} steps).")
     else:
         verdict = (f"**undecided** between {', '.join(res['tied'])} (the lead of {t['first']} over "
                    f"{t['second']} is {t['difference']:.3f} ± {t['difference_stderr']:.3f}, "
@@ -280,8 +319,9 @@ def report_markdown(res: dict) -> str:
                  else ", averaged") if b["seeds"] > 1 else "")
              + (f"; early stopping on {b['validation_fraction']:g} of the training rows"
                 if b.get("validation_fraction") else "") + f"). Verdict: {verdict}", "",
-             "| rank | latent | dim | model | test IWAE | test ELBO | lead of the top (paired) | train s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| rank | latent | dim | model | test IWAE | test ELBO | lead of the top (paired) | steps "
+             "| still rising | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(res["ranking"], 1):
         model = ("Gaussian VAE" if r["latent"].startswith("R") and "x" not in r["latent"]
                  else f"ER, {r['embedding'] if r['embedding'] in ('exact', 'learned') else 'learned'} f"
@@ -289,6 +329,14 @@ def report_markdown(res: dict) -> str:
         lead = "—" if i == 1 else f"{r['difference_to_top']:.3f} ± {r['difference_to_top_stderr']:.3f}"
         lines.append(f"| {i} | {r['latent']} | {r['latent_dim']} | {model} | "
                      f"{r['test_iwae']:.3f} ± {r['test_iwae_stderr']:.3f} | {r['test_elbo']:.3f} | "
-                     f"{lead} | {r['train_seconds']:.0f} |")
-    lines += ["", f"Rule: {res['rule']}.", ""]
+                     f"{lead} | {r.get('steps', '—')} | "
+                     f"{'yes' if r.get('still_improving') else 'no'} | {r['train_seconds']:.0f} |")
+    lines += ["", f"Rule: {res['rule']}. A candidate is still rising when its validation IWAE "
+              f"rose by more than the margin over the third quarter of its one-cycle schedule; "
+              f"while one of the top two is, the verdict is 'undecided: unconverged' and the top "
+              f"half trains again with twice the steps (up to {res['budget'].get('max_steps')}).",
+              ""]
+    if len(res.get("rounds", [])) > 1:
+        lines += ["Rounds: " + "; ".join(f"{r['steps']} steps: {', '.join(r['candidates'])}"
+                                         for r in res["rounds"]) + ".", ""]
     return "\n".join(lines)

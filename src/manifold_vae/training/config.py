@@ -60,7 +60,9 @@ class FitConfig(Config):
     device: str = "auto"
     amp: bool = False                # bfloat16 autocast for the networks (off by default)
     tensorboard: bool = False        # also log to DIR/tensorboard (needs the 'tensorboard' extra)
-    threads: int = 0                 # torch intra-op threads (0: leave torch's default)
+    threads: int = 0                 # torch intra-op threads (0: chosen by the model's size)
+    # keys left at their defaults are chosen for the latent and the data (training/defaults.py)
+    auto_defaults: bool = True
 
     def validate(self) -> "FitConfig":
         for name in ("steps", "batch_size", "iwae_k", "log_every", "checkpoint_every",

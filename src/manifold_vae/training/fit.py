@@ -29,6 +29,7 @@ from ..likelihoods import LIKELIHOODS
 from ..models import VAE, build_model
 from .config import FitConfig
 from .convergence import still_improving
+from .defaults import choose_defaults
 from .distributed import DistInfo, setup_distributed, teardown
 from .hooks import tensorboard_writer, validation_score
 from .rundir import RunDirectory, model_from_checkpoint
@@ -149,6 +150,14 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
                              f"likelihood), got {type(model).__name__}")
         # the saved config names the model's own latent and likelihood
         config = config.replace(latent=model.latent.spec, likelihood=model.likelihood.name)
+    likelihood = _check_data(config, model, x, x_test)
+    skeleton = model
+    if model is None:
+        # a skeleton, so that a model the config cannot build is refused before anything is written
+        with torch.random.fork_rng():
+            skeleton = build_model(config.model, x.shape[1], embedding=_skeleton(config))
+    rows = x.shape[0] if x_test is not None else round(x.shape[0] * (1 - config.test_fraction))
+    config, chosen = choose_defaults(config, rows, skeleton)
     run = RunDirectory(out) if out is not None else None
     ckpt, in_restarts = None, False
     if resume:
@@ -171,12 +180,11 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
             raise RunComplete(f"{run.path} is complete ({saved.steps} steps; metrics.json written); "
                               f"nothing to resume. To train it longer: fit --resume {run.path} "
                               f"--steps N (a run with schedule=constant), or a new run with --steps N")
-    likelihood = _check_data(config, model, x, x_test)
-    skeleton = model
-    if model is None:
-        # a skeleton, so that a model the config cannot build is refused before anything is written
-        with torch.random.fork_rng():
-            skeleton = build_model(config.model, x.shape[1], embedding=_skeleton(config))
+        chosen = []                     # recorded when the run started
+    if chosen:
+        log(f"defaults for {config.latent.name}"
+            f"{' + group action' if config.latent.group_action else ''}: " + "; ".join(chosen)
+            + " (set these keys to choose otherwise)")
     threads, why = (config.threads, "set") if config.threads else choose_threads(skeleton)
     # said when training starts, after every check has passed
     log = _prefixed(log, None if config.threads else
@@ -185,7 +193,7 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
     torch.set_num_threads(threads)
     try:
         return _fit_on_device(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
-                              data_info, in_restarts, model, likelihood)
+                              data_info, in_restarts, model, likelihood, chosen)
     finally:
         torch.set_num_threads(before)
 
@@ -216,7 +224,7 @@ def choose_threads(model: nn.Module) -> tuple[int, str]:
 
 
 def _fit_on_device(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
-                   data_info, in_restarts, model, likelihood):
+                   data_info, in_restarts, model, likelihood, chosen):
     device = resolve_device(config.device)
     dist_info = setup_distributed(device)
     if dist_info.enabled and device.type == "cuda":
@@ -224,7 +232,7 @@ def _fit_on_device(config, x, run, x_test, sidecar, ckpt, force, log, progress_f
         torch.cuda.set_device(device)
     try:
         return _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
-                    data_info, device, dist_info, in_restarts, model, likelihood)
+                    data_info, device, dist_info, in_restarts, model, likelihood, chosen)
     finally:
         teardown(dist_info)
 
@@ -268,7 +276,7 @@ def _skeleton(config: FitConfig):
 
 
 def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, data_info,
-         device, dist_info: DistInfo, in_restarts: bool, user_model, likelihood):
+         device, dist_info: DistInfo, in_restarts: bool, user_model, likelihood, chosen=()):
     main = dist_info.is_main
     if config.tensorboard and main:
         tensorboard_writer(None)  # fail before anything is written if the package is missing
@@ -293,7 +301,8 @@ def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, da
             check_run_dir(run, config, force=force)
             run.clear()
         run.create()
-        run.write_config(config, data_info, **_model_source(user_model))
+        extra = {**_model_source(user_model), **({"defaults": list(chosen)} if chosen else {})}
+        run.write_config(config, data_info, **extra)
     if ckpt is not None:
         if int(ckpt["data_dim"]) != x.shape[1]:
             raise CheckpointError(f"{run.path}: checkpoint was trained on {ckpt['data_dim']}-"
