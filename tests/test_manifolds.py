@@ -75,7 +75,9 @@ def test_exact_map_volume_element_is_constant_vol_m(spec, gen):
     m = parse_latent(spec)
     z = torch.rand(200, m.dim, generator=gen, dtype=torch.float64)
     vol = volume_element(ExactEmbedding(m), z)
-    torch.testing.assert_close(vol, torch.full_like(vol, m.volume()), rtol=1e-9, atol=0)
+    # closed-form maps: to rounding; maps through a tabulated inverse CDF: to the table's accuracy
+    rtol = getattr(m, "volume_element_rtol", 1e-9)
+    torch.testing.assert_close(vol, torch.full_like(vol, m.volume()), rtol=rtol, atol=0)
 
 
 def test_circle_volume_is_two_pi():

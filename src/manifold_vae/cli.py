@@ -349,6 +349,7 @@ def cmd_embed(args) -> int:
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
     from .reporting import embedding_summary
+    from .training.fit import check_trusted
 
     try:
         manifold = parse_latent(args.latent)
@@ -370,6 +371,7 @@ def cmd_embed(args) -> int:
     write_json(out / "report.json", {"report": report, "history": history})
     plot_embedding(emb.compact, emb.learned_manifold, out / "embedding.png")
     _finish(args, embedding_summary(report, out), report)
+    check_trusted(report, manifold.spec)          # after the files, so they can be inspected
     return 0
 
 

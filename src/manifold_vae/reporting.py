@@ -81,4 +81,9 @@ def embedding_summary(report: dict, out: Path) -> str:
         f"p = {report['mmd_p_value']:.2f})",
         f"  volume element {report['volume_element_mean']:.3f} (vol(M) = {report['volume_expected']:.3f}), "
         f"spread (cv) {report['volume_element_cv']:.3f}",
+        *([f"  samples: local dimension {c['local_dimension']:.2f}, density spread "
+           f"{c['density_spread']:.2f} (uniform: about {c['density_spread_uniform']:.2f})"]
+          if (c := report.get("sample_checks")) else []),
+        *[f"  warning: {w}" for w in report.get("sample_checks", {}).get("warnings", [])],
+        *[f"  not trusted: {p}" for p in report.get("problems", [])],
         _files(out)])

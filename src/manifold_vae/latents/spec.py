@@ -86,14 +86,15 @@ class LatentSpec:
         if not isinstance(text, str):
             raise ValueError(f"invalid latent spec {text!r}")
         family, sep, rest = text.strip().partition(":")
-        return {"manifold": rest, "family": family} if sep else {"manifold": text.strip(),
-                                                                 "family": "er"}
+        if sep and family in FAMILIES:
+            return {"manifold": rest, "family": family}
+        return {"manifold": text.strip(), "family": "er"}     # a spec like samples:PATH:d
 
     def __post_init__(self):
         if isinstance(self.manifold, Manifold):
             object.__setattr__(self, "manifold", self.manifold.spec)
         text = self.manifold
-        if isinstance(text, str) and ":" in text:
+        if isinstance(text, str) and text.partition(":")[0] in FAMILIES:
             parts = self._from_text(text)
             if self.family not in ("er", parts["family"]):
                 raise ValueError(f"latent {text!r} names the family {parts['family']!r} but "

@@ -1,13 +1,16 @@
 """The latent-spec grammar: which text names which manifold.
 
 A spec names a manifold: ``R<k>`` (Euclidean, k ≥ 1), ``S1`` (circle), ``S<n>`` (sphere),
-``T<k>`` (torus), ``SO3``, and products joined by ``x`` (``S1xR2``, ``T2xR4``, ``S2xS1``). Each
+``T<k>`` (torus), ``SO3``, ``K2`` (Klein bottle), ``Mob`` (Möbius band), ``RP2`` (projective
+plane), and products joined by ``x`` (``S1xR2``, ``T2xR4``, ``S2xS1``). Each
 factor form is registered once, with a description (what users see in error messages) and
 examples (what the contract tests build); a new manifold registers its own form with
 :func:`register_spec`.
 """
 from __future__ import annotations
 
+import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -19,6 +22,9 @@ from .product import Product
 from .so3 import SO3
 from .sphere import Sphere
 from .torus import Torus
+from .projective import ProjectivePlane
+from .sampled import SampledManifold
+from .twisted import KleinBottle, MobiusBand
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,8 @@ def register_spec(pattern: str, description: str, build: Callable[[re.Match], Ma
 
 
 def valid_spec_forms() -> str:
-    return "; ".join(f.description for f in SPEC_FORMS) + "; products joined by 'x' (e.g. S1xR2)"
+    return ("; ".join(f.description for f in SPEC_FORMS) + "; products joined by 'x' (e.g. S1xR2); "
+            + SAMPLES_FORM)
 
 
 #: products the contract tests cover beside every form's own examples
@@ -68,6 +75,10 @@ register_spec(r"S(\d+)", "S<n> sphere, n >= 1 (exact maps for every n)",
 register_spec(r"T(\d+)", "T<k> torus, k >= 1", lambda m: Torus(_positive(m.group(1), "T<k>: k")),
               examples=("T2", "T3"))
 register_spec(r"SO3", "SO3 rotations of R^3", lambda m: SO3(), examples=("SO3",))
+register_spec(r"K2", "K2 Klein bottle (in R^4)", lambda m: KleinBottle(), examples=("K2",))
+register_spec(r"Mob", "Mob open Möbius band (in R^4)", lambda m: MobiusBand(), examples=("Mob",))
+register_spec(r"RP2", "RP2 real projective plane (projectors x xᵀ)", lambda m: ProjectivePlane(),
+              examples=("RP2",))
 
 
 def _parse_factor(text: str, whole: str) -> Manifold:
@@ -83,6 +94,28 @@ def _parse_factor(text: str, whole: str) -> Manifold:
                      f"Valid forms: {valid_spec_forms()}")
 
 
+SAMPLES_FORM = ("samples:PATH:d a manifold known by uniform samples: a .npy file of points "
+                "(rows) or a registered sampler's name, of intrinsic dimension d (learned f only)")
+
+
+def _parse_samples(text: str) -> Manifold:
+    source, sep, dim = text[len("samples:"):].rpartition(":")
+    if not sep or not source or not dim.strip().isdigit():
+        raise ValueError(f"invalid latent spec {text!r}: the form is {SAMPLES_FORM}")
+    try:
+        stamp = os.stat(os.path.expanduser(source)).st_mtime_ns if os.path.isfile(
+            os.path.expanduser(source)) else None
+        return _sampled(source, int(dim), stamp)
+    except ValueError as err:
+        raise ValueError(f"invalid latent spec {text!r}: {err}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def _sampled(source: str, dim: int, stamp) -> SampledManifold:
+    """One loaded sample per file version (specs are parsed again whenever a config is made)."""
+    return SampledManifold(source, dim)
+
+
 def parse_latent(spec: "str | Manifold") -> Manifold:
     """The manifold named by a latent spec such as ``"S1"``, ``"R2"`` or ``"S1xR2"``.
 
@@ -93,6 +126,8 @@ def parse_latent(spec: "str | Manifold") -> Manifold:
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"invalid latent spec {spec!r}. Valid forms: {valid_spec_forms()}")
     text = spec.strip()
+    if text.startswith("samples:"):          # a path may hold an 'x': never a product
+        return _parse_samples(text)
     parts = text.split("x")
     if any(p == "" for p in parts):
         raise ValueError(f"invalid latent spec {spec!r}: empty factor. Valid forms: {valid_spec_forms()}")

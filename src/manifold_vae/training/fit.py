@@ -88,6 +88,14 @@ def check_run_dir(run: RunDirectory, config: FitConfig, *, force: bool) -> None:
                          f"{run.path} to continue it, --force to overwrite it, or another --out")
 
 
+def check_trusted(report: dict, name: str) -> None:
+    """Refuse a learned map its quality report does not trust, naming what was measured."""
+    if report.get("problems"):
+        raise DataError(f"the learned embedding of {name} is not good enough to be trusted: "
+                        + "; ".join(report["problems"]) + ". Train it longer (embed_steps), or "
+                        "check the samples (uniform, of the declared dimension)")
+
+
 def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print):
     """The embedding a config asks for: ``None`` (exact), a freshly trained or a loaded one."""
     spec = config.latent
@@ -98,9 +106,12 @@ def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print)
                            steps=config.model.embed_steps, seed=config.seed)
         log(f"training a learned embedding for {spec.manifold} (WAE-MMD, {ecfg.steps} steps)")
         emb, _ = fit_learned_embedding(ecfg)
+        report = embedding_quality(emb, emb.manifold)
         if run is not None:
-            save_embedding(emb, run.embedding_dir, report=embedding_quality(emb, emb.manifold),
-                           config=ecfg)
+            save_embedding(emb, run.embedding_dir, report=report, config=ecfg)
+        for warning in report.get("sample_checks", {}).get("warnings", []):
+            log(f"warning: {spec.manifold}: {warning}")
+        check_trusted(report, spec.manifold)
         return emb
     return load_embedding(spec.embedding, expect=spec.manifold_obj)
 
