@@ -64,10 +64,20 @@ def test_fit_other_models(circle_data, tmp_path, latent, extra):
 
 
 def test_fit_with_learned_embedding_and_reuse(circle_data, tmp_path):
+    # 50 WAE steps leave f far from uniform on the circle: embed says so (exit 1) but keeps its
+    # files for inspection, and fit refuses that embedding before writing anything.
+    brief = tmp_path / "brief"
+    assert main(["embed", "--latent", "S1", "--steps", "50", "--out", str(brief), "--quiet"]) == 1
+    assert json.loads((brief / "report.json").read_text())["report"]["problems"]
+    refused = tmp_path / "refused"
+    assert main(["fit", "--data", str(circle_data), "--embedding", str(brief), "--steps", "10",
+                 "--out", str(refused), *FAST]) == 1
+    assert not refused.exists()
+    # 800 steps give a map the report trusts (measured: mean distance 0.008, MMD² 2e-3)
     emb = tmp_path / "emb"
-    assert main(["embed", "--latent", "S1", "--steps", "50", "--out", str(emb), "--quiet"]) == 0
+    assert main(["embed", "--latent", "S1", "--steps", "800", "--out", str(emb), "--quiet"]) == 0
     report = json.loads((emb / "report.json").read_text())["report"]
-    assert {"mmd", "distance_mean", "volume_element_cv"} <= set(report)
+    assert {"mmd", "distance_mean", "volume_element_cv"} <= set(report) and not report["problems"]
     assert (emb / "embedding.png").is_file()
     out = tmp_path / "run"
     assert main(["fit", "--data", str(circle_data), "--embedding", str(emb), "--group-action", "--steps", "10",

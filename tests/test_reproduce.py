@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from manifold_vae.experiments.suites.circle import ROWS, CircleSettings, reproduce_circle
@@ -71,6 +72,31 @@ def test_manifold_suite_end_to_end(tmp_path):
     logs = []
     reproduce_manifolds(settings, tmp_path, log=logs.append)
     assert sum("reusing finished run" in m for m in logs) == 8
+
+
+def test_manifold_known_by_samples_gets_its_rows_and_an_honest_embedding_verdict(tmp_path):
+    """A surface in ``sampled`` is given to the learned row as a file of its uniform samples
+    (``samples:PATH:d``); the table marks a learned map that fit would refuse, and the samples
+    row counts as ER (not as a peer)."""
+    from manifold_vae.experiments.suites.manifolds import (ManifoldSuiteSettings,
+                                                           reproduce_manifolds, suite_rows)
+    settings = ManifoldSuiteSettings(latents=["K2"], sampled=["K2"], sample_count=3000,
+                                     sampled_embed_steps=5, n_train=256, n_test=16, dim=8,
+                                     noise=0.3, seeds=1, workers=1, steps_by_latent={},
+                                     training=FitConfig(steps=10, batch_size=64, hidden=[16],
+                                                        iwae_k=4))
+    reproduce_manifolds(settings, tmp_path, log=lambda m: None)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    (m,) = saved["manifolds"]
+    keys = [r["key"] for r in m["rows"]]
+    assert keys == ["gauss-dim", "gauss-ambient", "er-exact", "er-exact-ga", "er-learned-samples"]
+    samples_row = m["rows"][-1]
+    assert samples_row["latent"] == f"samples:{tmp_path / 'samples' / 'K2-3000.npy'}:2"
+    assert samples_row["valid_bound"] and "best_peer_row" not in m
+    assert np.load(tmp_path / "samples" / "K2-3000.npy").shape == (3000, 4)
+    assert [r.key for r in suite_rows("K2", samples=samples_row["latent"])] == keys
+    md = (tmp_path / "results.md").read_text()
+    assert "ER learned f from samples" in md and "**Not trusted**" in md   # 5 WAE steps
 
 
 def test_finished_runs_from_before_a_new_config_key_are_still_reused(tmp_path):

@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="training seeds per row (default: circle 3, "
                                              "manifolds and peers 2; quick: 1)")
     p.add_argument("--steps", type=int, help="training steps per model")
+    p.add_argument("--latents", help="manifolds and peers suites: the manifolds to run, "
+                                     "comma-separated (default: all of the suite's)")
     p.add_argument("--out", default=None, help="output directory (default results/<suite>[-quick])")
     p.add_argument("--force", action="store_true", help="retrain rows already finished in --out")
     _common(p)
@@ -385,7 +387,14 @@ def cmd_reproduce(args) -> int:
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be positive")
     suite = SUITES[args.suite]
-    settings = suite.settings(args.quick, seeds=args.seeds, steps=args.steps)
+    latents = None
+    if args.latents is not None:
+        from .manifolds import parse_latent
+        try:
+            latents = [parse_latent(s.strip()).spec for s in args.latents.split(",") if s.strip()]
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    settings = suite.settings(args.quick, seeds=args.seeds, steps=args.steps, latents=latents)
     out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
     print(suite.run(settings, out, force=args.force, progress=want_progress(args.quiet),
                     log=lambda m: _say(args, m)))

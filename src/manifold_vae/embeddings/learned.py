@@ -297,4 +297,5 @@ def load_embedding(path: str | os.PathLike, *, expect: Manifold | str | None = N
         raise CheckpointError(f"{path}: embedding weights do not fit: {str(err).splitlines()[0]}")
     emb.requires_grad_(False)
     emb.eval()
+    emb.report = payload.get("report") or {}       # the quality report it was saved with
     return emb

@@ -231,11 +231,13 @@ def train_job(job):
             and run.saved_data_key() == key):
         # a run of this config cut short (a killed suite): continue it from its checkpoint
         try:
-            run_fit(config, x_train, run.path, x_test=x_test, resume=True, log=quiet, data_info=key)
+            run_fit(config, x_train, run.path, x_test=x_test, resume=True, log=quiet, data_info=key,
+                    accept_untrusted_embedding=True)
             return str(run.path)
         except CheckpointError:
             pass              # unreadable or mismatched checkpoint: train afresh below
-    run_fit(config, x_train, run.path, x_test=x_test, force=True, log=quiet, data_info=key)
+    run_fit(config, x_train, run.path, x_test=x_test, force=True, log=quiet, data_info=key,
+            accept_untrusted_embedding=True)
     return str(run.path)
 
 

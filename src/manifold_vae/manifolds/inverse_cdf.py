@@ -37,7 +37,8 @@ class TabulatedInverseCDF:
 
     def __call__(self, z: Tensor) -> Tensor:
         cdf, grid = self._tables(z)
-        i = torch.searchsorted(cdf, z.detach().contiguous()).clamp(1, len(cdf) - 1)
+        # a flat copy: searchsorted copies (and warns about) inputs with unusual strides
+        i = torch.searchsorted(cdf, z.detach().flatten().clone()).view(z.shape).clamp(1, len(cdf) - 1)
         f0, f1, v0, v1 = cdf[i - 1], cdf[i], grid[i - 1], grid[i]
         return v0 + (z - f0) * (v1 - v0) / (f1 - f0)
 

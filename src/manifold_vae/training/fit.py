@@ -23,6 +23,7 @@ from ..data.io import as_matrix
 from ..embeddings import (EmbedConfig, LearnedEmbedding, embedding_quality, fit_learned_embedding,
                           load_embedding)
 from ..embeddings.learned import save_embedding
+from ..embeddings.quality import trust_problems
 from ..errors import CheckpointError, DataError, ManifoldVAEError, RunComplete, UsageError
 from ..evaluation import evaluate, true_log_likelihood
 from ..likelihoods import LIKELIHOODS
@@ -116,6 +117,16 @@ def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print)
     return load_embedding(spec.embedding, expect=spec.manifold_obj)
 
 
+def load_given_embedding(spec, *, check: bool = True):
+    """The saved embedding ``spec.embedding`` names, refused (unless not ``check``) if the
+    quality report it was saved with does not trust it, judged by today's thresholds."""
+    emb = load_embedding(spec.embedding, expect=spec.manifold_obj)
+    report = getattr(emb, "report", {})
+    if check and {"mmd", "mmd_null_mean", "mmd_null_std", "volume_element_cv", "distance_mean"} <= set(report):
+        check_trusted({"problems": trust_problems(report)}, f"{spec.manifold} in {spec.embedding}")
+    return emb
+
+
 def _check_data(config: FitConfig, model: nn.Module | None, x, x_test):
     """Data the likelihood and model can take (refused with a named DataError otherwise); returns
     the likelihood that will score them."""
@@ -139,7 +150,8 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
             x_test: torch.Tensor | None = None, sidecar: dict | None = None,
             resume: bool = False, force: bool = False, log: Callable[[str], None] = print,
             progress_factory: Callable | None = None, data_info: dict | None = None,
-            model: nn.Module | None = None) -> FitResult | None:
+            model: nn.Module | None = None, accept_untrusted_embedding: bool = False
+            ) -> FitResult | None:
     """Train and evaluate one model; returns a :class:`FitResult` (its metrics are written to
     ``out/metrics.json``; ``None`` on the non-main processes of a multi-process run).
 
@@ -149,6 +161,8 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
     ``resume``: continue the run in ``out`` from its checkpoint (its saved config wins).
     ``model``: a model built in Python (``VAE(encoder, latent, decoder, likelihood)``) to train
     instead of the one ``config.model`` describes.
+    ``accept_untrusted_embedding``: train on a saved learned embedding even if its quality report
+    does not trust it (the suites do, and mark the row); refused by default.
     """
     if not isinstance(config, FitConfig):
         raise UsageError(f"config must be a FitConfig, got {type(config).__name__}")
@@ -166,7 +180,7 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
     if model is None:
         # a skeleton, so that a model the config cannot build is refused before anything is written
         with torch.random.fork_rng():
-            skeleton = build_model(config.model, x.shape[1], embedding=_skeleton(config))
+            skeleton = build_model(config.model, x.shape[1], embedding=_skeleton(config, check=not accept_untrusted_embedding))
     rows = x.shape[0] if x_test is not None else round(x.shape[0] * (1 - config.test_fraction))
     config, chosen = choose_defaults(config, rows, skeleton)
     run = RunDirectory(out) if out is not None else None
@@ -274,7 +288,7 @@ def _differences(old: dict, new: dict, prefix: str = "") -> dict:
     return out
 
 
-def _skeleton(config: FitConfig):
+def _skeleton(config: FitConfig, *, check: bool = True):
     """The embedding the config asks for, for a dry build of the model: none (exact), an untrained
     one ("learned"), or the saved one, loaded (so that a wrong path or one made for another
     manifold is refused before anything is written)."""
@@ -283,7 +297,7 @@ def _skeleton(config: FitConfig):
         return None
     if spec.embedding == "learned":
         return LearnedEmbedding(spec.manifold_obj, config.model.embed_hidden)
-    return load_embedding(spec.embedding, expect=spec.manifold_obj)
+    return load_given_embedding(spec, check=check)
 
 
 def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, data_info,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ...errors import UsageError
 from .circle import CircleSettings, reproduce_circle
 from .digit_peers import DigitPeersSettings, reproduce_digit_peers
 from .images import ImageSuiteSettings, reproduce_images
@@ -27,10 +28,17 @@ class Suite:
     run_suite: Callable[..., str]             # (settings, out, force, progress, log) -> markdown
 
     def settings(self, quick: bool = False, *, seeds: int | None = None,
-                 steps: int | None = None):
-        """The suite's settings (``quick``: a smoke test), with ``seeds`` and ``steps`` applied."""
-        settings = self.make_settings(quick)
-        return _adjust(settings, seeds, steps)
+                 steps: int | None = None, latents: list[str] | None = None):
+        """The suite's settings (``quick``: a smoke test), with ``seeds``, ``steps`` and (for the
+        benchmark suites) ``latents`` applied."""
+        settings = _adjust(self.make_settings(quick), seeds, steps)
+        if latents is not None:
+            first = settings[0] if isinstance(settings, tuple) else settings
+            if not hasattr(first, "latents"):
+                raise UsageError(f"--latents applies to the manifolds and peers suites, not {self.name}")
+            first = dataclasses.replace(first, latents=list(latents))
+            settings = (first,) + settings[1:] if isinstance(settings, tuple) else first
+        return settings
 
     def run(self, settings, out: Path, *, force: bool = False, progress: bool = False,
             log: Callable[[str], None] = print) -> str:
