@@ -25,7 +25,7 @@ from .errors import ManifoldVAEError
 from .evaluation import evaluate, true_log_likelihood
 from .latents import LatentOutput, LatentSpec, ManifoldLatent
 from .likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
-from .manifolds import Manifold, parse_latent
+from .manifolds import Manifold, check_samples, parse_latent, register_sampler
 from .models import ModelConfig, VAE, build_model
 from .training import FitConfig, RunDirectory, load_run, run_fit
 
@@ -35,9 +35,9 @@ __all__ = ["BernoulliLikelihood", "BoxBeta", "EmbedConfig", "ExactEmbedding", "F
            "GaussianLikelihood", "HiddenSpace", "HypersphericalUniform", "LatentOutput",
            "LatentSpec", "LearnedEmbedding", "Likelihood", "Manifold", "ManifoldBenchmark",
            "ManifoldLatent", "ManifoldVAEError", "ModelConfig", "RunDirectory", "VAE",
-           "VonMisesFisher", "build_model", "discover", "embedding_quality", "evaluate",
+           "VonMisesFisher", "build_model", "check_samples", "discover", "embedding_quality", "evaluate",
            "fit_learned_embedding", "load_embedding", "load_matrix", "load_run", "parse_latent",
-           "run_fit", "save_embedding", "true_log_likelihood"]
+           "register_sampler", "run_fit", "save_embedding", "true_log_likelihood"]
 
 
 def __getattr__(name: str):

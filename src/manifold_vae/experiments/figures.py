@@ -57,10 +57,15 @@ def plot_latents(models: dict, x, angle, path: Path, *, title: str = "") -> None
 
 
 def plot_embedding(embedding, manifold, path: Path, *, n: int = 400) -> None:
-    """The learned map ``f`` on a grid of the hidden space against the true manifold."""
+    """The learned map ``f`` against the manifold's uniform samples.
+
+    On the circle: ``f`` of a grid of [0, 1] over the unit circle. Otherwise: ``f`` of the grid
+    lines of the hidden box's first two coordinates (the others at 1/2), drawn over 3000 uniform
+    samples of M, in projections onto pairs of ambient coordinates ((1, 2) and (3, 4) in R^4).
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
     if manifold.dim == 1 and manifold.ambient_dim == 2:
+        fig, ax = plt.subplots(figsize=(5, 5))
         z = torch.linspace(0, 1, n).unsqueeze(-1)
         with torch.no_grad():
             m = embedding(z).numpy()
@@ -70,14 +75,36 @@ def plot_embedding(embedding, manifold, path: Path, *, n: int = 400) -> None:
         fig.colorbar(sc, ax=ax, label="z")
         ax.set_aspect("equal")
         ax.legend(loc="upper right", fontsize=8)
-    else:
-        z = torch.rand(n, manifold.dim, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            m = embedding(z).numpy()
-        ax.scatter(m[:, 0], m[:, 1], c=z[:, 0], cmap="viridis", s=6)
-        ax.set_xlabel("ambient 1")
-        ax.set_ylabel("ambient 2")
-    ax.set_title(f"learned embedding of {manifold.spec}")
+        ax.set_title(f"learned embedding of {manifold.spec}")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    k = manifold.ambient_dim
+    pairs = [(0, 1), (2, 3)] if k >= 4 else [(0, 1), (0, 2)] if k == 3 else [(0, 1)]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 5), squeeze=False,
+                             layout="constrained")
+    samples = manifold.sample_uniform(3000, generator=torch.Generator().manual_seed(0)).numpy()
+    lines, t = 9, torch.linspace(0, 1, n)
+    cmap = plt.get_cmap("viridis")
+    for ax, (i, j) in zip(axes.flat, pairs):
+        ax.scatter(samples[:, i], samples[:, j], s=2, c="0.75", label="uniform samples of M")
+        for axis in range(min(manifold.dim, 2)):
+            for level in range(lines):
+                z = torch.full((n, manifold.dim), 0.5)
+                z[:, axis] = t
+                if manifold.dim > 1:
+                    z[:, 1 - axis] = (level + 0.5) / lines
+                with torch.no_grad():
+                    m = embedding(z).numpy()
+                ax.plot(m[:, i], m[:, j], lw=0.9, ls="-" if axis == 0 else ":",
+                        color=cmap(level / (lines - 1)))
+        ax.set_xlabel(f"ambient {i + 1}")
+        ax.set_ylabel(f"ambient {j + 1}")
+        ax.set_aspect("equal", adjustable="datalim")
+    axes.flat[0].legend(loc="upper right", fontsize=8)
+    fig.suptitle(f"learned embedding of {manifold.spec}: f of the box's grid lines "
+                 f"(solid: z1 varies, dotted: z2 varies; colour: the other coordinate)",
+                 fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -31,7 +31,10 @@ class ERLatent(ManifoldLatent):
     Raw encoder outputs, per example: the hidden posterior's ``2·d`` parameters (for each block
     of hidden coordinates of one kind, the locations — Beta mean logits or Gaussian means — then
     the scales — log concentrations or log standard deviations), then, with a group action,
-    ``group_param_dim`` numbers for ``g(x)``.
+    ``group_param_dim`` numbers for ``g(x)`` and, with an exact map, two numbers (an angle
+    ``c_j``) for each of the manifold's ``wrapped_hidden`` coordinates, which the encoder shifts:
+    ``f(…, (z_j + c_j / 2π) mod 1, …)``. The shift preserves the box's uniform prior, so the KL and
+    ``log p(z) − log q(z|x)`` are those of the unshifted ``z``, exactly as for ``g``.
     """
 
     families = ("er",)
@@ -62,23 +65,30 @@ class ERLatent(ManifoldLatent):
             raise ValueError(f"embedding is for {emb_manifold.spec}, latent is {m.spec}")
         self.embedding.requires_grad_(False)
         self._exact = isinstance(self.embedding, ExactEmbedding)
+        # box coordinates the encoder shifts (mod 1): periodic ones the group does not move
+        wraps = m.wrapped_hidden if (spec.group_action and self._exact) else ()
+        self.register_buffer("_wraps", torch.tensor(wraps, dtype=torch.long), persistent=False)
         blocks = self.hidden_space.blocks
         # which fast path the training step can take (one block of one kind)
         self._single_kind = blocks[0][0] if len(blocks) == 1 else None
 
     @property
     def param_dim(self) -> int:
-        return self.hidden_space.param_dim + (self.manifold.group_param_dim
+        return self.hidden_space.param_dim + (self.manifold.group_param_dim + 2 * len(self._wraps)
                                               if self.spec.group_action else 0)
 
     # ------------------------------------------------------------------ pieces
-    def _split(self, raw: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Hidden posterior parameters (Beta means centred if asked) and group parameters."""
+    def _split(self, raw: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Hidden posterior parameters (Beta means centred if asked), group parameters and the
+        shifts' parameters (``None`` where there are none)."""
         n = self.hidden_space.param_dim
         hidden = raw[..., :n]
         if self.spec.centred_posterior:
             hidden = hidden.masked_fill(self._centre_mask, 0.0)
-        return hidden, (raw[..., n:] if self.spec.group_action else None)
+        if not self.spec.group_action:
+            return hidden, None, None
+        g = n + self.manifold.group_param_dim
+        return hidden, raw[..., n:g], (raw[..., g:] if len(self._wraps) else None)
 
     def posterior(self, raw: Tensor):
         return self.hidden_space.posterior(self._split(raw)[0])
@@ -88,6 +98,15 @@ class ERLatent(ManifoldLatent):
         group_raw = self._split(raw)[1]
         return None if group_raw is None else self.manifold.group_element(group_raw)
 
+    def _wrap(self, box: Tensor, shift_raw: Tensor | None) -> Tensor:
+        """``box`` with each wrapped coordinate ``j`` moved to ``(z_j + c_j / 2π) mod 1``, ``c_j``
+        the angle of its pair of raw numbers (broadcast over leading sample dims)."""
+        if shift_raw is None:
+            return box
+        shift = torch.atan2(shift_raw[..., 1::2], shift_raw[..., 0::2]) / (2 * math.pi)
+        moved = torch.remainder(box.index_select(-1, self._wraps) + shift.to(box.dtype), 1.0)
+        return box.index_copy(-1, self._wraps, moved)
+
     def to_box(self, z: Tensor) -> Tensor:
         """The hidden sample as ``f`` takes it: ``Φ(z)`` on compact coordinates with a normal
         hidden space (kept inside ``(0,1)``), ``z`` itself otherwise."""
@@ -96,9 +115,9 @@ class ERLatent(ManifoldLatent):
         u = probit_to_box(z)
         return u if self._probit is True else torch.where(self._probit.to(z.device), u, z)
 
-    def point(self, z: Tensor, g=None) -> Tensor:
-        """``m = g · f(z)`` for hidden samples ``z``."""
-        m = self.embedding(self.to_box(z))
+    def point(self, z: Tensor, g=None, shift_raw: Tensor | None = None) -> Tensor:
+        """``m = g · f(z)`` for hidden samples ``z`` (wrapped coordinates shifted first)."""
+        m = self.embedding(self._wrap(self.to_box(z), shift_raw))
         return m if g is None else self.manifold.act(g, m)
 
     def _sample_with_kl(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
@@ -114,10 +133,10 @@ class ERLatent(ManifoldLatent):
 
     # ------------------------------------------------------------------ the layer
     def forward(self, raw: Tensor) -> LatentOutput:
-        hidden, group_raw = self._split(raw)
+        hidden, group_raw, shift_raw = self._split(raw)
         z, kl = self._sample_with_kl(hidden)
         if self._exact:     # fused g·f(z) where the manifold has one
-            m = self.manifold.act_on_exact(self.to_box(z), group_raw)
+            m = self.manifold.act_on_exact(self._wrap(self.to_box(z), shift_raw), group_raw)
         else:
             g = None if group_raw is None else self.manifold.group_element(group_raw)
             m = self.point(z, g)
@@ -131,15 +150,15 @@ class ERLatent(ManifoldLatent):
         """``k`` samples per example; ``z`` and ``log_ratio`` in float64 (the densities of the
         samples drawn, see :meth:`HiddenSpace.sample_with_log_ratio`), the point in ``raw``'s
         dtype."""
-        hidden, group_raw = self._split(raw)
+        hidden, group_raw, shift_raw = self._split(raw)
         g = None if group_raw is None else self.manifold.group_element(group_raw)
         z, log_ratio = self.hidden_space.sample_with_log_ratio(hidden, k)
-        return LatentOutput(self.point(z.to(raw.dtype), g), z,
+        return LatentOutput(self.point(z.to(raw.dtype), g, shift_raw), z,
                             lambda: self.hidden_space.kl(self.hidden_space.posterior(hidden)),
                             log_ratio)
 
     def mean_point(self, raw: Tensor) -> Tensor:
-        return self.point(self.posterior(raw).mean, self.group(raw))
+        return self.point(self.posterior(raw).mean, self.group(raw), self._split(raw)[2])
 
     def turning_slot(self) -> int | None:
         kinds = self.manifold.hidden_kinds

@@ -46,6 +46,11 @@ class Manifold(ABC):
     group_param_dim: int = 0
     #: whether the uniform distribution exists (compact manifold)
     compact: bool = True
+    #: hidden (box) coordinates along which the exact map is periodic, ``f(z + e_j) = f(z)``,
+    #: and which the group does not move: with a group action the encoder also shifts them
+    #: (mod 1, a measure-preserving map of the box), so that a posterior straddling ``z_j = 0 ≡ 1``
+    #: is one Beta, not two halves
+    wrapped_hidden: tuple[int, ...] = ()
 
     # ----------------------------------------------------------------- capabilities
     @property

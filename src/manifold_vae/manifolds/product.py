@@ -29,6 +29,9 @@ class Product(Manifold, ExactMap, GroupAction):
         self.ambient_dim = sum(f.ambient_dim for f in self._factors)
         self.group_param_dim = sum(f.group_param_dim for f in self._factors)
         self.compact = all(f.compact for f in self._factors)
+        offsets = [sum(f.dim for f in self._factors[:i]) for i in range(len(self._factors))]
+        self.wrapped_hidden = tuple(o + j for o, f in zip(offsets, self._factors)
+                                    for j in f.wrapped_hidden)
 
     def factors(self):
         return self._factors
