@@ -103,8 +103,11 @@ def _parse_samples(text: str) -> Manifold:
     if not sep or not source or not dim.strip().isdigit():
         raise ValueError(f"invalid latent spec {text!r}: the form is {SAMPLES_FORM}")
     try:
-        stamp = os.stat(os.path.expanduser(source)).st_mtime_ns if os.path.isfile(
-            os.path.expanduser(source)) else None
+        stamp = None
+        if os.path.isfile(os.path.expanduser(source)):
+            # an absolute path: the spec (saved in config.json) names the file from anywhere
+            source = os.path.abspath(os.path.expanduser(source))
+            stamp = os.stat(source).st_mtime_ns
         return _sampled(source, int(dim), stamp)
     except ValueError as err:
         raise ValueError(f"invalid latent spec {text!r}: {err}") from None
