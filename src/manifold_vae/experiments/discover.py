@@ -199,7 +199,9 @@ def discover(x: torch.Tensor, out: Path, *, candidates: Sequence[str] = DEFAULT_
     plot_differences([r["latent"] for r in rank], [-r["difference_to_top"] for r in rank],
                      [Z_THRESHOLD * r["difference_to_top_stderr"] for r in rank], out / "iwae.png",
                      margin=margin, xlabel=f"test IWAE − {rank[0]['latent']}'s, paired "
-                                           f"(nats/example, ± {Z_THRESHOLD:g} s.e.)")
+                                           f"(nats/example, ± {Z_THRESHOLD:g} s.e.)",
+                     title=f"{Path((result.get('data') or {}).get('path') or 'data').name}: "
+                           f"{result['verdict']} ({result['best']})")
     if labels is not None:
         kept = next(r for r in result["ranking"] if r["latent"] == result["best"])
         model = load_run(dirs[result["best"]][kept.get("selected_seed", 0)])[0]

@@ -134,7 +134,7 @@ def plot_curves(histories: dict, path: Path, *, ceiling: float | None = None) ->
 
 
 def plot_differences(names, diffs, errs, path: Path, *, margin: float = 0.0,
-                     xlabel: str = "") -> None:
+                     xlabel: str = "", title: str = "") -> None:
     """Each candidate's paired difference to the top one with its interval (the top one at 0):
     what a verdict between them rests on, whatever the sign of the values themselves."""
     plt = _pyplot()
@@ -148,6 +148,8 @@ def plot_differences(names, diffs, errs, path: Path, *, margin: float = 0.0,
     ax.set_yticks(y)
     ax.set_yticklabels(names)
     ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
