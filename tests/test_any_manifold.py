@@ -180,3 +180,24 @@ def test_the_shift_of_a_wrapped_coordinate_keeps_the_uniform_measure():
         fx, fy = feature(x), feature(y)
         se = math.sqrt(float(fx.var() / n + fy.var() / n))
         assert abs(float(fx.mean() - fy.mean())) < 4 * se
+
+
+def test_a_refused_learned_map_does_not_block_the_corrected_command(klein_samples, tmp_path, capsys):
+    """fit trains the learned map inside the run; when its report refuses it, the map stays for
+    inspection, and the corrected command (more embed_steps, same --out, no --force) is not met
+    with "already holds a different run"."""
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    data = tmp_path / "x.npy"
+    np.save(data, x)
+    out = tmp_path / "run"
+    base = ["fit", "--data", str(data), "--latent", f"samples:{klein_samples}:2", "--embedding",
+            "learned", "--steps", "2", "--out", str(out), "--quiet", "--set", "iwae_k=2",
+            "--set", "auto_defaults=false"]
+    assert main(base + ["--set", "embed_steps=3"]) == 1
+    err = capsys.readouterr().err
+    assert "not good enough to be trusted" in err and "kept in" in err
+    assert (out / "embedding" / "embedding.pt").is_file() and not (out / "config.json").exists()
+    # the corrected command gets past the directory check and reaches the map's verdict again
+    # (a map good enough to pass takes minutes to train: 3 steps are still refused, for its own reason)
+    assert main(base + ["--set", "embed_steps=4"]) == 1
+    assert "already holds" not in capsys.readouterr().err

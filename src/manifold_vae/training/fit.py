@@ -112,7 +112,16 @@ def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print)
             save_embedding(emb, run.embedding_dir, report=report, config=ecfg)
         for warning in report.get("sample_checks", {}).get("warnings", []):
             log(f"warning: {spec.manifold}: {warning}")
-        check_trusted(report, spec.manifold)
+        try:
+            check_trusted(report, spec.manifold)
+        except DataError as err:
+            if run is None:
+                raise
+            # keep the map for inspection, but nothing that makes the corrected command (more
+            # embed_steps, the same --out) meet "already holds a different run"
+            (run.path / run.CONFIG).unlink(missing_ok=True)
+            raise DataError(f"{err} (the map and its report are kept in {run.embedding_dir} for "
+                            "inspection; the run itself was not started)") from None
         return emb
     return load_embedding(spec.embedding, expect=spec.manifold_obj)
 
