@@ -3,7 +3,9 @@
 * ``mmd``: MMD² (IMQ kernel, ambient space) between ``f#p(z)`` and ``U(M)``, beside the null
   distribution of MMD² between two independent uniform samples of the same size, and the
   permutation-style p-value ``P(null >= mmd)``;
-* ``distance_mean`` / ``distance_max``: distance of ``f(z)`` from ``M``;
+* ``distance_mean`` / ``distance_max``: distance of ``f(z)`` from ``M``; ``off_fraction``: the
+  fraction of the box that ``f`` sends farther than a tenth of ``M``'s RMS radius from ``M`` (the
+  steep folds of a learned map, which the mean does not see);
 * ``volume_element_mean`` / ``volume_element_cv``: the volume element ``sqrt(det JᵀJ)`` should
   be the constant ``vol(M)`` for a uniform-pushing map (cv = std/mean);
 * ``roundtrip_error``: mean ``|E(f(z)) - z|`` for a learned map, a measure of injectivity;
@@ -63,6 +65,7 @@ def embedding_quality(embedding, manifold: Manifold, *, n: int = 2000, null_repe
     }
     ref = manifold.sample_uniform(n, generator=gen, dtype=torch.float64)
     report["radius"] = float((ref - ref.mean(0)).pow(2).sum(-1).mean().sqrt())
+    report["off_fraction"] = float((dist > MAX_DISTANCE_OVER_RADIUS * report["radius"]).double().mean())
     if hasattr(embedding, "encode"):
         with torch.no_grad():
             report["roundtrip_error"] = float((embedding.encode(embedding(z)) - z).abs().mean())
@@ -81,6 +84,12 @@ def embedding_quality(embedding, manifold: Manifold, *, n: int = 2000, null_repe
 MAX_MMD_Z = 10.0
 MAX_VOLUME_CV = 0.3
 MAX_DISTANCE_OVER_RADIUS = 0.1
+# The share of the box sent farther than MAX_DISTANCE_OVER_RADIUS · radius from M. Measured on
+# 2000 box points: learned S1 (800 steps), S2, T2, SO3 maps (embed defaults) 0.0, 0.9, 0.0, 0.3 %;
+# a Klein-bottle map
+# from 100,000 samples (8000 steps) whose mean distance passed (4.6 %) 11.4 %: its ER row lost
+# 4.2 nats to the exact map's, 2.5 % of the test rows losing 5-835 nats each.
+MAX_OFF_FRACTION = 0.05
 
 
 def trust_problems(report: dict) -> list[str]:
@@ -99,4 +108,9 @@ def trust_problems(report: dict) -> list[str]:
         problems.append(f"f(z) lies off the manifold: mean distance {report['distance_mean']:.3g}, "
                         f"{report['distance_mean'] / radius:.0%} of its radius (refused beyond "
                         f"{MAX_DISTANCE_OVER_RADIUS:.0%})")
+    off = report.get("off_fraction")
+    if off is not None and off > MAX_OFF_FRACTION:
+        problems.append(f"f folds off the manifold: {off:.1%} of the box goes farther than "
+                        f"{MAX_DISTANCE_OVER_RADIUS:.0%} of its radius from it (refused beyond "
+                        f"{MAX_OFF_FRACTION:.0%})")
     return problems
