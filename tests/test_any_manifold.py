@@ -201,3 +201,14 @@ def test_a_refused_learned_map_does_not_block_the_corrected_command(klein_sample
     # (a map good enough to pass takes minutes to train: 3 steps are still refused, for its own reason)
     assert main(base + ["--set", "embed_steps=4"]) == 1
     assert "already holds" not in capsys.readouterr().err
+
+
+def test_a_map_that_folds_off_the_manifold_is_refused_even_when_its_mean_distance_passes():
+    """The Klein map that lost 4.2 nats passed the mean distance (4.6 % of the radius) but sent
+    11.4 % of the box more than 10 % of the radius off M; the learned S1-SO3 maps send 0-0.9 %."""
+    from manifold_vae.embeddings.quality import trust_problems
+    report = {"mmd": 0.0075, "mmd_null_mean": -0.0002, "mmd_null_std": 0.0014,
+              "volume_element_cv": 0.22, "distance_mean": 0.113, "radius": 2.4455}
+    assert trust_problems({**report, "off_fraction": 0.009}) == []
+    (problem,) = trust_problems({**report, "off_fraction": 0.114})
+    assert "11.4% of the box" in problem
