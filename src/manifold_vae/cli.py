@@ -22,8 +22,6 @@ from pathlib import Path
 from .errors import ManifoldVAEError, RunComplete, UsageError
 
 PROG = "manifold-vae"
-SPEC_HELP = ("latent spec: R<k> (Gaussian VAE), S1, S<n> (spheres), T<k> (tori), SO3, products "
-             "joined by x (S1xR2, T2xR4), or vmf:S<n> / powerspherical:S<n> (the spherical peers)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +42,7 @@ def _common(p: argparse.ArgumentParser, *, json_output: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .experiments.discover import BUDGETS, DEFAULT_CANDIDATES
     from .experiments.suites import SUITES
+    from .manifolds import valid_spec_forms
     from .training import FitConfig
 
     defaults = FitConfig()
@@ -83,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(its own test split, conv networks and Bernoulli likelihood by "
                                   "default). With --resume: the run's own file by default")
     p.add_argument("--test-data", help="separate test data (else a split of --data)")
-    p.add_argument("--latent", help=f"{SPEC_HELP} (default {defaults.latent.name})")
+    p.add_argument("--latent", help=f"latent spec: {valid_spec_forms()}; or vmf:S<n> / "
+                                    f"powerspherical:S<n> (the spherical peers) "
+                                    f"(default {defaults.latent.name})")
     p.add_argument("--embedding", help="exact (default) | learned (a WAE-MMD map trained first) "
                                        "| DIR of a saved learned embedding (`embed --out DIR`)")
     p.add_argument("--group-action", action="store_true", default=None,
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="train a learned (WAE-MMD) embedding and report its quality")
     p.add_argument("--latent", required=True, help="the manifold, a latent spec with a compact "
-                                                   "factor (S1, S2, T2, SO3, S1xR2, ...)")
+                                                   "factor (S1, S2, T2, SO3, K2, S1xR2, ..., or "
+                                                   "samples:PATH:d for a file of uniform samples)")
     p.add_argument("--steps", type=int, help="WAE training steps (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the WAE (default 0)")
     p.add_argument("--out", required=True, help="directory for embedding.pt, report.json and "
@@ -358,7 +360,7 @@ def cmd_embed(args) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     if not any(f.compact for f in manifold.factors()):
-        raise UsageError(f"a learned embedding needs a compact factor (S<n>, T<k>, SO3), "
+        raise UsageError(f"a learned embedding needs a compact factor (S<n>, T<k>, SO3, K2, …), "
                          f"got {manifold.spec}")
     cfg = EmbedConfig(latent=manifold.spec, seed=args.seed)
     if args.steps is not None:
@@ -373,7 +375,7 @@ def cmd_embed(args) -> int:
     write_json(out / "report.json", {"report": report, "history": history})
     plot_embedding(emb.compact, emb.learned_manifold, out / "embedding.png")
     _finish(args, embedding_summary(report, out), report)
-    check_trusted(report, manifold.spec)          # after the files, so they can be inspected
+    check_trusted(report["problems"], manifold.spec)   # after the files, so they can be inspected
     return 0
 
 

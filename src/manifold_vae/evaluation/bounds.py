@@ -25,6 +25,8 @@ import sys
 import torch
 from torch import Tensor
 
+from ..models.vae import DEFAULT_EVAL_ROWS
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3       # glibc's mallopt parameters
 
 
@@ -49,7 +51,7 @@ def per_example_bounds(model, x: Tensor, *, k: int = 1000, max_rows: int | None 
     """``(elbo, iwae)`` per example (float64 tensors of length ``len(x)``); at most ``max_rows``
     (K × examples) decoder rows at once (default: the model's ``max_eval_rows``)."""
     if max_rows is None:
-        max_rows = getattr(model, "max_eval_rows", 32768)
+        max_rows = getattr(model, "max_eval_rows", DEFAULT_EVAL_ROWS)
     if k < 1:
         raise ValueError(f"the number of importance samples must be >= 1, got {k}")
     keep_freed_memory()

@@ -95,7 +95,9 @@ class ERLatent(ManifoldLatent):
 
     def group(self, raw: Tensor):
         """``g(x)`` from raw outputs, ``None`` without a group action."""
-        group_raw = self._split(raw)[1]
+        return self._element(self._split(raw)[1])
+
+    def _element(self, group_raw: Tensor | None):
         return None if group_raw is None else self.manifold.group_element(group_raw)
 
     def _wrap(self, box: Tensor, shift_raw: Tensor | None) -> Tensor:
@@ -138,8 +140,7 @@ class ERLatent(ManifoldLatent):
         if self._exact:     # fused g·f(z) where the manifold has one
             m = self.manifold.act_on_exact(self._wrap(self.to_box(z), shift_raw), group_raw)
         else:
-            g = None if group_raw is None else self.manifold.group_element(group_raw)
-            m = self.point(z, g)
+            m = self.point(z, self._element(group_raw))
 
         def log_ratio():
             q = self.hidden_space.posterior(hidden)
@@ -151,14 +152,15 @@ class ERLatent(ManifoldLatent):
         samples drawn, see :meth:`HiddenSpace.sample_with_log_ratio`), the point in ``raw``'s
         dtype."""
         hidden, group_raw, shift_raw = self._split(raw)
-        g = None if group_raw is None else self.manifold.group_element(group_raw)
         z, log_ratio = self.hidden_space.sample_with_log_ratio(hidden, k)
-        return LatentOutput(self.point(z.to(raw.dtype), g, shift_raw), z,
+        return LatentOutput(self.point(z.to(raw.dtype), self._element(group_raw), shift_raw), z,
                             lambda: self.hidden_space.kl(self.hidden_space.posterior(hidden)),
                             log_ratio)
 
     def mean_point(self, raw: Tensor) -> Tensor:
-        return self.point(self.posterior(raw).mean, self.group(raw), self._split(raw)[2])
+        hidden, group_raw, shift_raw = self._split(raw)
+        return self.point(self.hidden_space.posterior(hidden).mean, self._element(group_raw),
+                          shift_raw)
 
     def turning_slot(self) -> int | None:
         kinds = self.manifold.hidden_kinds

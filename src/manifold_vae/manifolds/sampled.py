@@ -47,6 +47,7 @@ class SampledManifold(Manifold):
             raise ValueError(f"samples: the intrinsic dimension must be at least 1, got {dim}")
         self.source, self.dim = source, dim
         self.spec = f"samples:{source}:{dim}"
+        self._reference: Tensor | None = None
         if source in SAMPLERS:
             self._sampler, self._rows = SAMPLERS[source], None
             probe = self._draw(8, torch.Generator().manual_seed(0))
@@ -78,10 +79,13 @@ class SampledManifold(Manifold):
         return self._rows[idx].to(dtype)
 
     def reference_points(self, n: int = 20000) -> Tensor:
-        """Points of the sample to measure distances against (all file rows up to ``n``)."""
+        """Points of the sample to measure distances against (all file rows up to ``n``; a
+        sampler's 20,000 seeded draws, made once)."""
         if self._rows is not None:
             return self._rows[:n]
-        return self._draw(n, torch.Generator().manual_seed(0)).double()
+        if self._reference is None:
+            self._reference = self._draw(20000, torch.Generator().manual_seed(0)).double()
+        return self._reference[:n]
 
     def project(self, x: Tensor) -> Tensor:
         """The nearest sample point (the sample stands for the manifold)."""

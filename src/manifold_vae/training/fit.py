@@ -23,7 +23,7 @@ from ..data.io import as_matrix
 from ..embeddings import (EmbedConfig, LearnedEmbedding, embedding_quality, fit_learned_embedding,
                           load_embedding)
 from ..embeddings.learned import save_embedding
-from ..embeddings.quality import trust_problems
+from ..embeddings.quality import saved_report_problems
 from ..errors import CheckpointError, DataError, ManifoldVAEError, RunComplete, UsageError
 from ..evaluation import evaluate, true_log_likelihood
 from ..likelihoods import LIKELIHOODS
@@ -89,11 +89,11 @@ def check_run_dir(run: RunDirectory, config: FitConfig, *, force: bool) -> None:
                          f"{run.path} to continue it, --force to overwrite it, or another --out")
 
 
-def check_trusted(report: dict, name: str) -> None:
-    """Refuse a learned map its quality report does not trust, naming what was measured."""
-    if report.get("problems"):
+def check_trusted(problems: list[str], name: str) -> None:
+    """Refuse a learned map whose quality report found ``problems``, naming what was measured."""
+    if problems:
         raise DataError(f"the learned embedding of {name} is not good enough to be trusted: "
-                        + "; ".join(report["problems"]) + ". Train it longer (embed_steps), or "
+                        + "; ".join(problems) + ". Train it longer (embed_steps), or "
                         "check the samples (uniform, of the declared dimension)")
 
 
@@ -113,13 +113,13 @@ def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print)
         for warning in report.get("sample_checks", {}).get("warnings", []):
             log(f"warning: {spec.manifold}: {warning}")
         try:
-            check_trusted(report, spec.manifold)
+            check_trusted(report["problems"], spec.manifold)
         except DataError as err:
             if run is None:
                 raise
             # keep the map for inspection, but nothing that makes the corrected command (more
             # embed_steps, the same --out) meet "already holds a different run"
-            (run.path / run.CONFIG).unlink(missing_ok=True)
+            run.forget_config()
             raise DataError(f"{err} (the map and its report are kept in {run.embedding_dir} for "
                             "inspection; the run itself was not started)") from None
         return emb
@@ -130,9 +130,8 @@ def load_given_embedding(spec, *, check: bool = True):
     """The saved embedding ``spec.embedding`` names, refused (unless not ``check``) if the
     quality report it was saved with does not trust it, judged by today's thresholds."""
     emb = load_embedding(spec.embedding, expect=spec.manifold_obj)
-    report = getattr(emb, "report", {})
-    if check and {"mmd", "mmd_null_mean", "mmd_null_std", "volume_element_cv", "distance_mean"} <= set(report):
-        check_trusted({"problems": trust_problems(report)}, f"{spec.manifold} in {spec.embedding}")
+    if check:
+        check_trusted(saved_report_problems(emb.report), f"{spec.manifold} in {spec.embedding}")
     return emb
 
 
@@ -189,7 +188,8 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
     if model is None:
         # a skeleton, so that a model the config cannot build is refused before anything is written
         with torch.random.fork_rng():
-            skeleton = build_model(config.model, x.shape[1], embedding=_skeleton(config, check=not accept_untrusted_embedding))
+            skeleton = build_model(config.model, x.shape[1],
+                                   embedding=_skeleton(config, check=not accept_untrusted_embedding))
     rows = x.shape[0] if x_test is not None else round(x.shape[0] * (1 - config.test_fraction))
     config, chosen = choose_defaults(config, rows, skeleton)
     run = RunDirectory(out) if out is not None else None

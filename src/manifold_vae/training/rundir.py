@@ -92,6 +92,11 @@ class RunDirectory:
             if (self.path / name).is_dir():
                 shutil.rmtree(self.path / name)
 
+    def forget_config(self) -> None:
+        """Remove ``config.json`` only (a run that was refused before it started, whose other
+        files, e.g. a learned map, stay for inspection): the folder no longer holds a run."""
+        (self.path / self.CONFIG).unlink(missing_ok=True)
+
     def restart(self, r: int) -> "RunDirectory":
         """The run directory of restart ``r`` of the restart phase."""
         return RunDirectory(self.path / self.RESTARTS / f"restart{r}")

@@ -30,7 +30,7 @@ import torch
 from ...common.files import atomic_torch_save, read_json, safe_torch_load
 from ...training import FitConfig
 from ...data import ManifoldBenchmark
-from ...embeddings.quality import trust_problems
+from ...embeddings.quality import saved_report_problems
 from ...evaluation import true_log_likelihood
 from ...manifolds import parse_latent
 from ..engine import (Job, gap_statistics, load_finished, run_jobs, seed_statistics,
@@ -281,7 +281,7 @@ def results_markdown(res: dict) -> str:
     ]
     for m in res["manifolds"]:
         method = "IS" if "importance" in m["true_log_likelihood_method"] else "quadrature"
-        by_key = {r["key"]: r for r in m["rows"]}
+        by_key = _rows_by_key(m)
         cells = [f"{by_key[k]['gap_to_true_ll_mean']:.3f} ± {by_key[k]['gap_to_true_ll_stderr']:.3f}"
                  if k in by_key else "—" for k in keys]
         lines.append(f"| {m['latent']} | {m['true_log_likelihood']:.3f} ({method}, "
@@ -291,13 +291,14 @@ def results_markdown(res: dict) -> str:
               "model and per step):", ""]
     for m in res["manifolds"]:
         e = m["learned_embedding"]
+        problems = saved_report_problems(e)
         lines += [f"## {m['latent']}", "",
                   f"Signal/noise per coordinate {m['signal_to_noise']:.2f}. Learned embedding: "
                   f"distance from M {e['distance_mean']:.4f}, MMD² {e['mmd']:.2e} "
                   f"(null max {e['mmd_null_max']:.2e}, p = {e['mmd_p_value']:.2f}), volume element "
                   f"cv {e['volume_element_cv']:.3f}."
-                  + (f" **Not trusted** (fit would refuse it): {'; '.join(trust_problems(e))}."
-                     if trust_problems(e) else ""), "",
+                  + (f" **Not trusted** (fit would refuse it): {'; '.join(problems)}."
+                     if problems else ""), "",
                   "| model | test ELBO | test IWAE | gap | train s | s/step |",
                   "|---|---|---|---|---|---|"]
         for r in m["rows"]:
@@ -319,6 +320,10 @@ def _short(row: dict) -> str:
     return names.get(row["key"], row["name"])
 
 
+def _rows_by_key(manifold_result: dict) -> dict:
+    return {r["key"]: r for r in manifold_result["rows"]}
+
+
 def _columns(res: dict) -> tuple[list[str], list[str]]:
     """The row keys over every manifold of the results, in order, and their short labels."""
     keys, labels = [], []
@@ -333,8 +338,9 @@ def _columns(res: dict) -> tuple[list[str], list[str]]:
 def _figure(res: dict, path: Path) -> None:
     groups = [m["latent"] for m in res["manifolds"]]
     keys, labels = _columns(res)
-    cell = lambda m, k, field: next((r[field] for r in m["rows"] if r["key"] == k), float("nan"))  # noqa: E731
-    values = [[cell(m, k, "gap_to_true_ll_mean") for m in res["manifolds"]] for k in keys]
-    errs = [[cell(m, k, "gap_to_true_ll_stderr") for m in res["manifolds"]] for k in keys]
+    tables = [_rows_by_key(m) for m in res["manifolds"]]
+    nan = {"gap_to_true_ll_mean": float("nan"), "gap_to_true_ll_stderr": float("nan")}
+    values = [[t.get(k, nan)["gap_to_true_ll_mean"] for t in tables] for k in keys]
+    errs = [[t.get(k, nan)["gap_to_true_ll_stderr"] for t in tables] for k in keys]
     plot_grouped_bars(groups, labels, values, errs, path,
                       ylabel="gap to true log-likelihood (nats/example)")
