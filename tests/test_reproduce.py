@@ -214,3 +214,14 @@ def test_a_finished_run_is_reused_only_for_the_same_data(tmp_path):
     np.savez(split, x_train=x[32:].numpy(), x_test=x[:32].numpy())
     logs, other = go(str(split), "file")
     assert "trained on other data" in logs and other["test_iwae"] != first["test_iwae"]
+
+
+@pytest.mark.parametrize("suite,latents,message", [
+    ("manifolds", "Q7", "unknown factor 'Q7'"),
+    ("circle", "S1", "--latents applies to the manifolds and peers suites, not circle")])
+def test_reproduce_latents_refused_before_anything_is_written(tmp_path, capsys, suite, latents,
+                                                              message):
+    from manifold_vae.cli import main
+    out = tmp_path / "out"
+    assert main(["reproduce", "--suite", suite, "--latents", latents, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
