@@ -69,8 +69,8 @@ def main():
     torch.manual_seed(0)
     print(f"latent layer (sample + KL, forward + backward), batch {args.batch}, "
           f"{args.threads} thread(s), median of {args.rounds} rounds x {args.reps}")
-    print("ER-box: Beta posterior on [0,1]^n (the default); ER-normal: Gaussian posterior on R^n, "
-          "f ∘ Φ (compact_hidden='normal')")
+    print("ER-box: Beta posterior on [0,1]^n (compact_hidden='box'); ER-normal: Gaussian posterior "
+          "on R^n, f ∘ Φ (compact_hidden='normal', the default on S^n, n >= 2)")
     print(f"{'n':>3s} {'ER-box µs':>10s} {'ER-normal µs':>13s} {'vMF µs':>9s} {'PS µs':>9s}   "
           f"{'vMF/ER-box':>10s} {'PS/ER-box':>9s} {'vMF/ER-normal':>13s} {'PS/ER-normal':>12s}")
     for n in args.dims:

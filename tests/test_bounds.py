@@ -170,7 +170,8 @@ def _extreme_raw(latent: ManifoldLatent, case: str) -> torch.Tensor:
 
 
 FAMILY_CASES = [("S1", {}, "floor"), ("S1", {}, "cap"), ("S1", {"group_action": True}, "floor"),
-                ("S1", {"compact_hidden": "normal"}, "cap"), ("S2", {}, "cap"), ("S2", {}, "floor"),
+                ("S1", {"compact_hidden": "normal"}, "cap"), ("S2", {"compact_hidden": "box"}, "cap"),
+                ("S2", {"compact_hidden": "box"}, "floor"), ("S2", {}, "cap"),
                 ("vmf:S2", {}, "cap"), ("powerspherical:S2", {}, "cap"), ("R1", {}, "cap")]
 # observation noise: on S1 as narrow as the sharpest posterior (the likelihood then as sharp as
 # the atom a clamp makes, and an exact posterior makes the bound tight, where any error in a
@@ -180,7 +181,7 @@ NOISE = {"S1": 2e-4, "S2": 0.05, "R1": 0.02}   # within the likelihood scale bou
 
 @pytest.mark.parametrize("spec,options,case", FAMILY_CASES,
                          ids=[f"{s}{'-ga' if o.get('group_action') else ''}"
-                              f"{'-normal' if o.get('compact_hidden') else ''}-{c}"
+                              f"{'-' + o['compact_hidden'] if o.get('compact_hidden') else ''}-{c}"
                               for s, o, c in FAMILY_CASES])
 def test_iwae_never_exceeds_the_exact_likelihood(spec, options, case):
     """Every latent family with its posterior pushed to an extreme of its parameterization, on a

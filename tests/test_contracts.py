@@ -17,7 +17,7 @@ from manifold_vae import ManifoldLatent
 from manifold_vae.distributions import (BoxBeta, ConcatIndependent, HypersphericalUniform,
                                         PowerSpherical, VonMisesFisher, log_sphere_volume)
 from manifold_vae.embeddings import LearnedEmbedding
-from manifold_vae.latents import FAMILIES
+from manifold_vae.latents import FAMILIES, LatentSpec
 from manifold_vae.likelihoods import LIKELIHOODS
 from manifold_vae.manifolds import example_specs, parse_latent
 
@@ -30,8 +30,9 @@ def latent_cases() -> list[tuple[str, dict]]:
         cases.append((spec, {}))
         if m.has_group:
             cases.append((spec, {"group_action": True}))
-        if "box" in m.hidden_kinds:
-            cases.append((spec, {"compact_hidden": "normal", "group_action": m.has_group}))
+        if "box" in m.hidden_kinds:        # the hidden space the default does not pick
+            other = "box" if LatentSpec(spec).hidden == "normal" else "normal"
+            cases.append((spec, {"compact_hidden": other, "group_action": m.has_group}))
         for family, info in FAMILIES.items():
             if info.sphere_only and spec.startswith("S") and spec[1:].isdigit():
                 cases.append((f"{family}:{spec}", {}))

@@ -105,7 +105,7 @@ def test_finished_runs_from_before_a_new_config_key_are_still_reused(tmp_path):
     import json as _json
 
     from manifold_vae.training import RunDirectory
-    cfg = FitConfig(latent="S2", group_action=True, steps=7)
+    cfg = FitConfig(latent="S2", group_action=True, compact_hidden="box", steps=7)
     flat = {"latent": "S2", "embedding": "exact", "group_action": True, "compact_hidden": "box",
             "init_concentration": 2.0, "hidden": [256, 256], "activation": "relu",
             "likelihood": "gaussian", "image_shape": [], "conv_channels": [32, 64],

@@ -5,8 +5,8 @@
 
 The KL equals the KL on ``M`` because ``f`` is injective and its volume factor ``sqrt(det JᵀJ)``
 is the same for posterior and prior; a ``g`` that preserves the prior changes nothing either. A
-compact factor's hidden coordinates live in the box ``[0,1]`` (prior ``U(0,1)``, Beta posterior;
-the default) or in ``R`` (prior ``N(0,1)``, Gaussian posterior) with ``f`` applied after the
+compact factor's hidden coordinates live in the box ``[0,1]`` (prior ``U(0,1)``, Beta posterior)
+or in ``R`` (prior ``N(0,1)``, Gaussian posterior) with ``f`` applied after the
 normal CDF ``Φ``, which pushes ``N(0,1)`` onto ``U(0,1)``: ``m = g · f(Φ(z))``. On ``R<k>`` (no
 compact factor) this is the Gaussian VAE of Kingma & Welling (arXiv:1312.6114), identity map.
 """
@@ -44,7 +44,7 @@ class ERLatent(ManifoldLatent):
         super().__init__(spec, embedding=embedding, **options)
         spec, m = self.spec, self.manifold
         kinds = m.hidden_kinds
-        probit = spec.compact_hidden == "normal" and "box" in kinds
+        probit = spec.hidden == "normal" and "box" in kinds
         self.hidden_space = HiddenSpace(["euclidean"] * len(kinds) if probit else kinds,
                                         init_concentration=spec.init_concentration)
         # Φ is applied to these hidden coordinates before f (None: none, True: all of them)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from ..manifolds import Manifold, parse_latent
 
-HIDDEN_SPACES = ("box", "normal")
+HIDDEN_SPACES = ("auto", "box", "normal")
 MAX_CONCENTRATION = math.exp(14.0)   # the Beta concentration κ = a + b is kept in [1, e^14]
 
 
@@ -54,7 +54,9 @@ class LatentSpec:
         embedding: ``"exact"`` (the manifold's closed-form map), ``"learned"`` (a WAE-MMD map
             trained for the run) or the path of a saved learned embedding.
         compact_hidden: hidden space of the compact factors: ``"box"`` (Beta posterior, uniform
-            prior) or ``"normal"`` (Gaussian posterior, standard normal prior, ``f ∘ Φ``).
+            prior), ``"normal"`` (Gaussian posterior, standard normal prior, ``f ∘ Φ``) or
+            ``"auto"`` (the default: the manifold's ``preferred_hidden`` with the exact map, the
+            box otherwise; :attr:`hidden` says which).
         init_concentration: the Beta posterior's ``κ = a + b`` where the encoder outputs 0, in
             ``[1, e^14]``; 2 is the uniform prior itself.
         centred_posterior: with a group action, Beta means fixed at the box centre (the group
@@ -74,7 +76,7 @@ class LatentSpec:
     family: str = "er"
     group_action: bool = False
     embedding: str = "exact"
-    compact_hidden: str = "box"
+    compact_hidden: str = "auto"
     init_concentration: float = 2.0
     centred_posterior: bool = False
 
@@ -119,7 +121,7 @@ class LatentSpec:
             if self.group_action or self.embedding != "exact":
                 raise ValueError(f"the {family.name} posterior lives on the sphere itself: it "
                                  "takes no --group-action and no learned embedding")
-            if self.compact_hidden != "box" or self.centred_posterior:
+            if self.compact_hidden not in ("auto", "box") or self.centred_posterior:
                 raise ValueError(f"the {family.name} posterior lives on the sphere itself: it has "
                                  "no hidden space (compact_hidden, centred_posterior)")
         if self.group_action and not m.has_group:
@@ -133,9 +135,9 @@ class LatentSpec:
         if not self.embedding:
             raise ValueError("embedding must be 'exact', 'learned' or the path of a saved one")
         if self.compact_hidden not in HIDDEN_SPACES:
-            raise ValueError(f"config: compact_hidden must be 'box' or 'normal', got "
+            raise ValueError(f"config: compact_hidden must be 'auto', 'box' or 'normal', got "
                              f"{self.compact_hidden!r}")
-        if self.compact_hidden != "box" and self.centred_posterior:
+        if self.compact_hidden == "normal" and self.centred_posterior:
             raise ValueError("compact_hidden='normal' applies to ER latents without "
                              "centred_posterior (it centres Beta means)")
         if self.centred_posterior and not (self.group_action and "box" in m.hidden_kinds):
@@ -157,6 +159,18 @@ class LatentSpec:
         return self.manifold if self.family == "er" else f"{self.family}:{self.manifold}"
 
     @property
+    def hidden(self) -> str:
+        """The hidden space of the compact factors, ``"box"`` or ``"normal"``: ``compact_hidden``,
+        or for ``"auto"`` the manifold's ``preferred_hidden`` when ER uses its exact map (where
+        the choice was measured) and no centred posterior (which centres Beta means), else
+        ``"box"``."""
+        if self.compact_hidden != "auto":
+            return self.compact_hidden
+        if self.family == "er" and self.embedding == "exact" and not self.centred_posterior:
+            return self._manifold.preferred_hidden
+        return "box"
+
+    @property
     def on_sphere(self) -> bool:
         """Whether the posterior lives on the sphere itself (no hidden space)."""
         return FAMILIES[self.family].sphere_only
@@ -171,6 +185,18 @@ class LatentSpec:
     @property
     def dim(self) -> int:
         return self._manifold.dim
+
+    def _key(self) -> tuple:
+        return tuple(getattr(self, f.name) if f.name != "compact_hidden" else self.hidden
+                     for f in fields(self))
+
+    # "auto" and the hidden space it resolves to are the same model: a run saved with the
+    # resolved value is the run a config saying "auto" asks for
+    def __eq__(self, other):
+        return self._key() == other._key() if isinstance(other, LatentSpec) else NotImplemented
+
+    def __hash__(self):
+        return hash(self._key())
 
     def replace(self, **changes) -> "LatentSpec":
         values = {f.name: getattr(self, f.name) for f in fields(self)}

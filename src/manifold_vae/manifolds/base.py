@@ -51,6 +51,11 @@ class Manifold(ABC):
     #: (mod 1, a measure-preserving map of the box), so that a posterior straddling ``z_j = 0 ≡ 1``
     #: is one Beta, not two halves
     wrapped_hidden: tuple[int, ...] = ()
+    #: the hidden space an ER latent with the exact map uses here when none is named
+    #: (``LatentSpec(compact_hidden="auto")``): ``"box"`` (Beta posterior) or ``"normal"``
+    #: (Gaussian posterior, ``f ∘ Φ``) — chosen where it was measured both faster and as good
+    #: (``benchmarks/hidden_space.py``, ``benchmarks/latent_layer.py``)
+    preferred_hidden: str = "box"
 
     # ----------------------------------------------------------------- capabilities
     @property

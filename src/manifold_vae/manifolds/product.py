@@ -32,6 +32,10 @@ class Product(Manifold, ExactMap, GroupAction):
         offsets = [sum(f.dim for f in self._factors[:i]) for i in range(len(self._factors))]
         self.wrapped_hidden = tuple(o + j for o, f in zip(offsets, self._factors)
                                     for j in f.wrapped_hidden)
+        # one hidden space serves every compact factor: the normal one only where all prefer it
+        compact = [f for f in self._factors if f.compact]
+        self.preferred_hidden = ("normal" if compact and all(f.preferred_hidden == "normal"
+                                                             for f in compact) else "box")
 
     def factors(self):
         return self._factors

@@ -18,6 +18,12 @@ from ..models.config import ModelConfig
 __all__ = ["FitConfig", "config_from"]
 
 
+def _names(data: dict, key: str) -> bool:
+    """Whether ``key`` is set anywhere in the (nested) dict ``data``."""
+    return any(k == key or k.endswith("." + key) or (isinstance(v, dict) and _names(v, key))
+               for k, v in data.items())
+
+
 @dataclass(init=False)
 class FitConfig(Config):
     """Everything that defines a training run.
@@ -94,6 +100,15 @@ class FitConfig(Config):
         if self.threads < 0:
             raise UsageError(f"config: threads must be >= 0, got {self.threads}")
         return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FitConfig":
+        """The config saved as ``data``. One written before ``compact_hidden`` existed reads it as
+        ``"box"``, the only hidden space then (today's default, ``"auto"``, picks the normal one on
+        spheres: the same parameters, another model)."""
+        if isinstance(data, dict) and not _names(data, "compact_hidden"):
+            data = {**data, "compact_hidden": "box"}
+        return super().from_dict(data)
 
     @property
     def latent(self):
