@@ -13,6 +13,9 @@ from manifold_vae.data.images import (ALBEDO, AMBIENT, CUBES, LIGHT, object_radi
                                       render, rendered_rotations, rotate_images, rotated_digits,
                                       save_image_dataset)
 from manifold_vae.evaluation.alignment import (align_angles, align_rotations,
+                                               best_relative_reflection, relative_angle_correlation,
+                                               relative_angle_errors, relative_angle_summary,
+                                               same_source_pairs,
                                                fisher_lee_correlation)
 from manifold_vae.manifolds.rotations import haar_rotations
 from manifold_vae.errors import UsageError
@@ -254,29 +257,68 @@ def test_cli_image_data_bad_input(tmp_path, capsys):
     assert "own test split" in capsys.readouterr().err
 
 
+def test_relative_angles_score_pairs_of_copies_of_one_source():
+    """Each source has its own free offset (unidentifiable) and the latent is reflected: the
+    relative metric sees through both; a half turn on some copies is forgiven only modulo π; a
+    latent unrelated to the angle scores chance (median 90°, 1/6 of pairs within 30°)."""
+    rng = np.random.default_rng(0)
+    n_src, copies = 300, 6
+    source = rng.permutation(np.repeat(np.arange(n_src), copies))
+    true = rng.uniform(0, 2 * np.pi, len(source))
+    learned = -true + rng.uniform(0, 2 * np.pi, n_src)[source] + 0.02 * rng.standard_normal(len(source))
+    i, j = same_source_pairs(source)
+    assert len(i) == n_src * copies * (copies - 1) // 2 and (source[i] == source[j]).all()
+    assert len(set(zip(np.minimum(i, j), np.maximum(i, j)))) == len(i)     # each pair once
+    refl = best_relative_reflection(learned, true, i, j)
+    assert refl
+    good = relative_angle_summary(relative_angle_errors(learned, true, i, j, reflection=refl))
+    assert good["relative_angle_median_deg"] < 3 and good["relative_angle_within_30deg"] == 1.0
+    assert relative_angle_correlation(learned, true, source, reflection=refl) > 0.99
+    assert relative_angle_correlation(learned, true, source, reflection=not refl) < -0.99
+    flipped = learned + np.pi * (rng.random(len(source)) < 0.5)
+    e_full = relative_angle_errors(flipped, true, i, j, reflection=refl)
+    e_half = relative_angle_errors(flipped, true, i, j, reflection=refl, half_turn=True)
+    assert np.median(e_full) > 45 and np.median(e_half) < 3
+    # chance: |error| uniform on [0°, 180°]; with ~4500 pairs the s.e. of the fraction within
+    # 30° is sqrt(p(1-p)/n) ≈ 0.006 and of the median ≈ 1.3°: 5 s.e. tolerances
+    noise = relative_angle_summary(relative_angle_errors(rng.uniform(0, 6.3, len(source)), true,
+                                                         i, j, reflection=False))
+    assert abs(noise["relative_angle_within_30deg"] - 1 / 6) < 0.03
+    assert abs(noise["relative_angle_median_deg"] - 90) < 7
+
+
 @pytest.mark.slow
 def test_image_suite_end_to_end(tmp_path):
     from manifold_vae.experiments.suites.images import ImageSuiteSettings, reproduce_images
 
     small = dict(batch_size=32, iwae_k=4, hidden=[16], conv_channels=[4, 8], steps=6)
     base = ImageSuiteSettings()
-    s = ImageSuiteSettings(digits_copies=1, renders_n=200, renders_size=16, seeds=1, workers=1,
+    s = ImageSuiteSettings(digits_copies=2, renders_n=200, renders_size=16, seeds=1, workers=1,
                            digits=base.digits.replace(**small),
                            renders=base.renders.replace(image_shape=[1, 16, 16], **small))
     res = reproduce_images(s, tmp_path, log=lambda m: None)
-    assert 0 <= res["circular_correlation"] <= 1
-    assert set(res["circular_correlation_per_class"]) == {"2", "3", "4", "5", "7"}
+    assert 0 <= res["relative_angle_median_deg"] <= 180
+    assert 0 <= res["relative_angle_within_30deg"] <= 1
+    assert -1 <= res["relative_angle_correlation"] <= 1
+    assert res["relative_angle_row"] in ("er", "er-ga")
+    assert set(res["relative_angle_per_class"]) == {str(c) for c in range(10)}
+    assert res["relative_angle_half_turn_classes"]["relative_angle_median_deg"] <= 90   # mod π
+    assert "circular_correlation" not in res                # the unidentifiable absolute angle
     assert 0 <= res["median_geodesic_error_deg"] <= 180
-    keys = [r["key"] for r in res["datasets"]["digits"]["rows"]]
+    digits = res["datasets"]["digits"]
+    keys = [r["key"] for r in digits["rows"]]
     assert keys == ["gauss", "vmf", "powerspherical", "er", "er-ga"]
+    for key in keys:                                      # every row scored the same way
+        assert "relative_angle_median_deg_mean" in digits["recovery"][key]
     for name in ("digits_reconstructions", "digits_circle_walk", "digits_angle_recovery",
                  "digits_angle_errors", "renders_reconstructions", "renders_great_circles",
                  "renders_rotation_errors"):
         assert (tmp_path / "figures" / f"{name}.png").is_file(), name
-    assert "circular correlation" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "Relative angles" in md and "upright" not in md
     # a second call reuses every finished run
     again = reproduce_images(s, tmp_path, log=lambda m: None)
-    assert again["circular_correlation"] == res["circular_correlation"]
+    assert again["relative_angle_median_deg"] == res["relative_angle_median_deg"]
 
 
 @pytest.mark.parametrize("key,value,match", [("network", "resnet", "network must be"),

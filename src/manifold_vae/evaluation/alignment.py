@@ -8,6 +8,11 @@ that no likelihood can see (a global rotation, a reflection).
   Jammalamadaka–SenGupta coefficient it needs no mean direction, which uniform angles lack. After
   the best reflection it is ``|ρ_T|``. The aligned angle ``s·a + c`` (``s = ±1``, ``c`` the
   circular mean of ``b - s·a``) also gives per-example errors.
+- Relative angles (what is identifiable when each source image's orientation is a free offset,
+  as for rotated copies of one digit): for every pair ``(i, j)`` of copies of one source, the
+  error ``wrap(s·(a_i − a_j) − (b_i − b_j))`` with one reflection ``s = ±1`` for the whole set
+  (modulo π for sources that look the same after a half turn), and ``ρ_T`` of the angles measured
+  from each source's first copy.
 - Rotations: the best ``A R B`` (or ``A Rᵀ B``) with ``A, B ∈ SO(3)`` by alternating orthogonal
   Procrustes (each step an SVD), several starts; errors are geodesic angles
   ``arccos((tr(R̂ᵀ A R B) - 1) / 2)``.
@@ -50,6 +55,81 @@ def align_angles(learned: np.ndarray, true: np.ndarray) -> dict:
                     "error": err, "mean_cos_error": score}
     best["circular_correlation"] = fisher_lee_correlation(best["aligned"], true)
     return best
+
+
+def same_source_pairs(source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays ``(i, j)`` of every pair of examples with the same ``source`` label, each pair
+    once (vectorized: one pass per copy offset within a source, not per example)."""
+    source = np.asarray(source)
+    order = np.argsort(source, kind="stable")
+    s = source[order]
+    firsts, seconds = [], []
+    for d in range(1, len(s)):
+        k = np.flatnonzero(s[d:] == s[:-d])
+        if len(k) == 0:              # sorted: no pair d apart means none further apart either
+            break
+        firsts.append(order[k])
+        seconds.append(order[k + d])
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(firsts), np.concatenate(seconds)
+
+
+def _wrap_period(a: np.ndarray, half_turn) -> np.ndarray:
+    """``a`` wrapped to (-π, π], or to (-π/2, π/2] where ``half_turn`` (angles modulo π)."""
+    return np.where(half_turn, wrap_angle(2 * a) / 2, wrap_angle(a))
+
+
+def best_relative_reflection(learned: np.ndarray, true: np.ndarray, i: np.ndarray,
+                             j: np.ndarray) -> bool:
+    """Whether the learned angle differences match the true ones better reflected (the larger mean
+    cosine of the pairs' errors): the one global reflection the metric allows."""
+    dl, dt = learned[i] - learned[j], true[i] - true[j]
+    return bool(np.cos(-dl - dt).mean() > np.cos(dl - dt).mean())
+
+
+def relative_angle_errors(learned: np.ndarray, true: np.ndarray, i: np.ndarray, j: np.ndarray, *,
+                          reflection: bool, half_turn=False) -> np.ndarray:
+    """``|wrap(s·(a_i − a_j) − (b_i − b_j))|`` in degrees for the pairs ``(i, j)``; modulo π where
+    ``half_turn`` (a bool, or one per pair)."""
+    learned, true = np.asarray(learned, np.float64), np.asarray(true, np.float64)
+    s = -1.0 if reflection else 1.0
+    err = s * (learned[i] - learned[j]) - (true[i] - true[j])
+    return np.degrees(np.abs(_wrap_period(err, half_turn)))
+
+
+def relative_to_first(learned: np.ndarray, true: np.ndarray, source: np.ndarray, *,
+                      reflection: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(wrap(s·(a_i − a_first)), wrap(b_i − b_first))`` for every example ``i`` that is not the
+    first copy of its source (in the order given): the angles the relative correlation compares."""
+    learned, true = np.asarray(learned, np.float64), np.asarray(true, np.float64)
+    _, first_index, inverse = np.unique(np.asarray(source), return_index=True, return_inverse=True)
+    first = first_index[inverse.reshape(-1)]
+    keep = first != np.arange(len(first))
+    s = -1.0 if reflection else 1.0
+    return (wrap_angle(s * (learned[keep] - learned[first[keep]])),
+            wrap_angle(true[keep] - true[first[keep]]))
+
+
+def relative_angle_correlation(learned: np.ndarray, true: np.ndarray, source: np.ndarray, *,
+                               reflection: bool, half_turn: bool = False) -> float:
+    """Fisher–Lee ``ρ_T`` of :func:`relative_to_first`'s two angles (of the doubled angles when
+    ``half_turn``). Signed: the reflection is applied, so a recovered geometry gives +1."""
+    a, b = relative_to_first(learned, true, source, reflection=reflection)
+    if half_turn:
+        a, b = 2 * a, 2 * b
+    return fisher_lee_correlation(a, b) if len(a) >= 3 else float("nan")
+
+
+def relative_angle_summary(errors_deg: np.ndarray) -> dict:
+    """``relative_angle_median_deg``, ``relative_angle_within_30deg`` (fraction of pairs) and the
+    number of ``pairs``."""
+    e = np.asarray(errors_deg, np.float64)
+    if len(e) == 0:
+        return {"relative_angle_median_deg": float("nan"), "relative_angle_within_30deg": float("nan"),
+                "pairs": 0}
+    return {"relative_angle_median_deg": float(np.median(e)),
+            "relative_angle_within_30deg": float((e <= 30).mean()), "pairs": int(len(e))}
 
 
 def _project_so3(m: np.ndarray) -> np.ndarray:

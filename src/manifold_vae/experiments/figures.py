@@ -225,8 +225,10 @@ def plot_image_grid(rows, path: Path, *, image_shape, row_labels=(), title: str 
     plt.close(fig)
 
 
-def plot_angle_recovery(true_angle, learned_angle, labels, path: Path, *, title: str = "") -> None:
-    """Learned (aligned) circle angle against the true angle, in degrees, coloured by class."""
+def plot_angle_recovery(true_angle, learned_angle, labels, path: Path, *, title: str = "",
+                        xlabel: str = "true rotation angle (deg)",
+                        ylabel: str = "learned S1 angle, aligned (deg)") -> None:
+    """Learned circle angle against the true angle, in degrees, coloured by class."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     t = np.degrees(np.mod(true_angle, 2 * np.pi))
@@ -238,8 +240,8 @@ def plot_angle_recovery(true_angle, learned_angle, labels, path: Path, *, title:
     ax.plot([0, 360], [0, 360], "k--", lw=0.8)
     ax.set_xlim(0, 360)
     ax.set_ylim(0, 360)
-    ax.set_xlabel("true rotation angle (deg)")
-    ax.set_ylabel("learned S1 angle, aligned (deg)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, markerscale=3, title="class", title_fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
