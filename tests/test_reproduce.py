@@ -1,4 +1,5 @@
 """The reproduce suite end to end on tiny settings: files, keys, figures, reuse of finished runs."""
+import dataclasses
 import json
 import math
 
@@ -47,6 +48,11 @@ def test_finished_runs_are_reused(tiny):
     again = reproduce_circle(settings, out, log=logs.append)
     assert sum("reusing finished run" in m for m in logs) == len(ROWS) * settings.seeds
     assert [r["test_iwae_mean"] for r in again["rows"]] == [r["test_iwae_mean"] for r in res["rows"]]
+    # run again with another number of worker processes (so other threads per run): reused too
+    logs = []
+    other = dataclasses.replace(settings, workers=1)       # the fixture ran with one per core
+    reproduce_circle(other, out, log=logs.append)
+    assert sum("reusing finished run" in m for m in logs) == len(ROWS) * settings.seeds
 
 
 def test_manifold_suite_end_to_end(tmp_path):

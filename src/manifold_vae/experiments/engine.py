@@ -94,6 +94,12 @@ def data_key(data) -> dict:
                                  default=lambda v: v.item() if hasattr(v, "item") else str(v)))
 
 
+def same_run(saved: FitConfig | None, config: FitConfig) -> bool:
+    """Whether a saved run's config is ``config`` up to the threads it ran on (the number of
+    worker processes sets those; a suite run again with other ``workers`` reuses its runs)."""
+    return saved is not None and saved.replace(threads=config.threads) == config
+
+
 def run_jobs(jobs: Sequence[Job], workers: int, out: Path, *, force: bool, progress: bool,
              log: Callable[[str], None], embeddings=()) -> None:
     """Train ``jobs`` after the learned ``embeddings`` = ``[(EmbedConfig, path)]`` their configs
@@ -117,7 +123,7 @@ def run_jobs(jobs: Sequence[Job], workers: int, out: Path, *, force: bool, progr
         else:                               # hashing a file's rows: once per file
             key = keys[data] = keys.get(data) or data_key(data)
         run = RunDirectory(job.run_dir)
-        if not force and (run.is_finished or run.is_started) and run.saved_config() == cfg:
+        if not force and (run.is_finished or run.is_started) and same_run(run.saved_config(), cfg):
             saved = run.saved_data_key()
             why = "other data" if saved else "data it did not record (an older version)"
             if not run.is_finished:         # cut short: train_job resumes it if the data match
@@ -227,7 +233,7 @@ def train_job(job):
         x_train, x_test = x[:n_train], x[n_train:]
     config, run = FitConfig.from_dict(cfg_dict), RunDirectory(run_dir)
     quiet = lambda m: None
-    if (run.is_started and not run.is_finished and run.saved_config() == config
+    if (run.is_started and not run.is_finished and same_run(run.saved_config(), config)
             and run.saved_data_key() == key):
         # a run of this config cut short (a killed suite): continue it from its checkpoint
         try:
