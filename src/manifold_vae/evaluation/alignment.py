@@ -103,23 +103,24 @@ def relative_angle_errors(learned: np.ndarray, true: np.ndarray, i: np.ndarray, 
 
 
 def relative_to_first(learned: np.ndarray, true: np.ndarray, source: np.ndarray, *,
-                      reflection: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(wrap(s·(a_i − a_first)), wrap(b_i − b_first))`` for every example ``i`` that is not the
-    first copy of its source (in the order given): the angles the relative correlation compares."""
+                      reflection: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(wrap(s·(a_i − a_first)), wrap(b_i − b_first), kept)`` for every example ``i`` that is
+    not the first copy of its source (in the order given; ``kept`` marks them): the angles the
+    relative correlation compares."""
     learned, true = np.asarray(learned, np.float64), np.asarray(true, np.float64)
     _, first_index, inverse = np.unique(np.asarray(source), return_index=True, return_inverse=True)
     first = first_index[inverse.reshape(-1)]
     keep = first != np.arange(len(first))
     s = -1.0 if reflection else 1.0
     return (wrap_angle(s * (learned[keep] - learned[first[keep]])),
-            wrap_angle(true[keep] - true[first[keep]]))
+            wrap_angle(true[keep] - true[first[keep]]), keep)
 
 
 def relative_angle_correlation(learned: np.ndarray, true: np.ndarray, source: np.ndarray, *,
                                reflection: bool, half_turn: bool = False) -> float:
     """Fisher–Lee ``ρ_T`` of :func:`relative_to_first`'s two angles (of the doubled angles when
     ``half_turn``). Signed: the reflection is applied, so a recovered geometry gives +1."""
-    a, b = relative_to_first(learned, true, source, reflection=reflection)
+    a, b, _ = relative_to_first(learned, true, source, reflection=reflection)
     if half_turn:
         a, b = 2 * a, 2 * b
     return fisher_lee_correlation(a, b) if len(a) >= 3 else float("nan")
@@ -174,6 +175,9 @@ def align_rotations(learned: np.ndarray, true: np.ndarray, *, starts: int = 8, i
                 best = {"errors_deg": err, "median_geodesic_error_deg": med, "A": a, "B": b,
                         "inverse": transpose}
     return best
+
+
+HAAR_MEDIAN_DEG = 132.3          # the median angle of a Haar-random rotation: (θ − sin θ)/π = 1/2
 
 
 def haar_angle_cdf(theta_deg: float) -> float:

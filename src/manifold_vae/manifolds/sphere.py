@@ -80,7 +80,8 @@ class Sphere(Manifold, ExactMap, GroupAction, Quadrature):
         self.group_param_dim = 6 if n == 2 else (n + 1) ** 2
         # the Beta box draws n Betas per example (two Gamma draws and their implicit gradients
         # each); Gaussian coordinates through Φ cost a few whole-tensor operations: measured
-        # 1.7-3.3x faster per layer for n = 2..20 and as good (benchmarks/hidden_space.py)
+        # 1.9-3.8x faster per layer for n = 2..20 (benchmarks/latent_layer.py) and as good
+        # (benchmarks/hidden_space.py)
         self.preferred_hidden = "normal"
 
     @property
