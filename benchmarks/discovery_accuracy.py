@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from manifold_vae.data import ManifoldBenchmark
-from manifold_vae.experiments.discover import DEFAULT_CANDIDATES, discover
+from manifold_vae.experiments.discover import DEFAULT_CANDIDATES, UNCONVERGED, discover
 
 # (truth, generator seed, D, σ): every truth at three (D, σ) settings spanning the ranges
 SETTINGS = [(20, 0.02, 0), (100, 0.1, 1), (200, 0.2, 2)]
@@ -35,11 +35,16 @@ def run_case(truth: str, dim: int, noise: float, seed: int, n: int, budget: str,
     t0 = time.perf_counter()
     res = discover(x, case, candidates=DEFAULT_CANDIDATES, budget=budget, log=lambda s: None)
     ok = res["best"] == truth or (res["verdict"] == "undecided" and truth in res["tied"])
+    # the outcomes a user must be able to trust: a "decided" verdict is never wrong; an
+    # unconverged one says so (and names a budget) instead of guessing
+    outcome = ("wrong decided" if res["verdict"] == "decided" and not ok else
+               "unconverged" if res["verdict"] == UNCONVERGED else "right" if ok else "wrong tie")
     return {"truth": truth, "dim": dim, "noise": noise, "seed": seed,
             "verdict": res["verdict"], "best": res["best"], "tied": res["tied"],
             "top": res["ranking"][0]["latent"], "z_top_two": res["top_two"]["z"],
             "iwae": {r["latent"]: round(r["test_iwae"], 3) for r in res["ranking"]},
-            "seconds": time.perf_counter() - t0, "correct": ok}
+            "rounds": [r["steps"] for r in res.get("rounds", [])],
+            "seconds": time.perf_counter() - t0, "correct": ok, "outcome": outcome}
 
 
 def main():
@@ -74,17 +79,21 @@ def main():
             rows.append(row)
             print(f"{row['truth']:4s} D={row['dim']:3d} σ={row['noise']:<5} seed={row['seed']}: "
                   f"{row['verdict']:9s} best={row['best']:4s} top={row['top']:4s} "
-                  f"tied={','.join(row['tied']) or '-':20s} {'OK' if row['correct'] else 'WRONG'}",
+                  f"tied={','.join(row['tied']) or '-':20s} {'OK' if row['correct'] else 'WRONG'} "
+                  f"({row['outcome']}; steps {'/'.join(map(str, row['rounds']))})",
                   flush=True)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     n_ok = sum(r["correct"] for r in rows)
+    counts = {k: sum(r["outcome"] == k for r in rows)
+              for k in ("right", "unconverged", "wrong tie", "wrong decided")}
     print(f"\n{n_ok}/{len(rows)} cases correct (budget {args.budget}, {args.n} rows each, "
-          f"{time.perf_counter() - t0:.0f} s)")
+          f"{time.perf_counter() - t0:.0f} s); outcomes: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()))
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy.json").write_text(json.dumps({"budget": args.budget, "n": args.n,
-                                                   "correct": n_ok, "cases": rows}, indent=1))
+                                                   "correct": n_ok, "outcomes": counts, "cases": rows}, indent=1))
 
 
 if __name__ == "__main__":
