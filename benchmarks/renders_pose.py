@@ -55,7 +55,7 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
     test = torch.from_numpy(data["test"])
     x_train, r_train = x[~test], rot[~test]
     cfg = settings.renders
-    x_test = x[test] if grey else image_test_set(data, cfg.split_seed)[0]
+    x_test = x[test] if grey else image_test_set(data, cfg)[0]
     enc = ConvEncoder(data["image_shape"].tolist(), cfg.model.hidden, 6,
                       channels=cfg.model.conv_channels)
     opt = torch.optim.Adam(enc.parameters(), cfg.lr)
@@ -84,7 +84,7 @@ def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent:
         x_train, x_test = torch.from_numpy(split["x_train"]), torch.from_numpy(split["x_test"])
     res = run_fit(cfg, x_train, out / f"run-{latent}-{steps}-seed{seed}", x_test=x_test, force=True,
                   log=lambda s: None)
-    x, idx = image_test_set(data, cfg.split_seed)
+    x, idx = image_test_set(data, cfg)
     rec = render_recovery(res.model, x, data["rotation"][idx])
     return {"test_iwae": res.metrics["test_iwae"],
             "median_geodesic_error_deg": rec.get("median_geodesic_error_deg"),

@@ -219,10 +219,14 @@ def test_distribution_samples_and_kl_carry_finite_gradients(name):
 # ---------------------------------------------------------------------- likelihoods
 def _all_observations(name: str, d: int) -> tuple[torch.Tensor, float]:
     """Every observation of a likelihood's support on a grid (with the cell volume): all binary
-    vectors for Bernoulli, a fine grid of R^d for the Gaussian."""
+    vectors for Bernoulli, a fine grid of [0, 1]^d for the continuous Bernoulli, of R^d for the
+    Gaussian."""
     if name == "bernoulli":
         grid = torch.tensor([[(i >> j) & 1 for j in range(d)] for i in range(2 ** d)], dtype=torch.float32)
         return grid, 1.0
+    if name == "continuous-bernoulli":     # midpoint rule on [0, 1]^d
+        t = (torch.arange(400) + 0.5) / 400
+        return torch.cartesian_prod(*[t] * d).reshape(-1, d), 400.0 ** -d
     t = torch.linspace(-6, 6, 241)
     return torch.cartesian_prod(*[t] * d).reshape(-1, d), float(t[1] - t[0]) ** d
 

@@ -33,6 +33,9 @@ class ModelConfig(Config):
     image_shape: list[int] = field(default_factory=list)   # (C, H, W) of a row, for image networks
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     encoder_symmetry: int = 1         # image encoder equivariant to turns by 2π/n (n = 1, 2, 4)
+    # weight of the in-plane turn-consistency training term (models/equivariance.py; 0: off):
+    # turning an image by α must turn the latent's planar angle by α
+    turn_consistency: float = 0.0
     # learned embedding (when latent.embedding == "learned"): WAE-MMD steps and widths
     embed_steps: int = 2000
     embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
@@ -58,6 +61,11 @@ class ModelConfig(Config):
             raise UsageError(f"config: conv_channels must be positive widths, got {self.conv_channels}")
         if self.encoder_symmetry not in (1, 2, 4):
             raise UsageError(f"config: encoder_symmetry must be 1, 2 or 4, got {self.encoder_symmetry}")
+        if not self.turn_consistency >= 0:
+            raise UsageError(f"config: turn_consistency must be >= 0, got {self.turn_consistency}")
+        if self.turn_consistency > 0 and self.network not in ("conv", "conv-rotate"):
+            raise UsageError("config: turn_consistency turns planar images; it needs network "
+                             f"conv or conv-rotate, got {self.network!r}")
         if not self.embed_hidden or any(h < 1 for h in self.embed_hidden):
             raise UsageError(f"config: embed_hidden must be positive widths, got {self.embed_hidden}")
         return self
@@ -75,6 +83,7 @@ def build_model(config: ModelConfig, data_dim: int, *, embedding: torch.nn.Modul
         latent = ManifoldLatent(config.latent, embedding=embedding)
         likelihood = LIKELIHOODS[config.likelihood](data_dim)
         encoder, decoder = NETWORKS[config.network](data_dim, latent, config)
+        return VAE(encoder, latent, decoder, likelihood, turn_consistency=config.turn_consistency,
+                   image_shape=tuple(config.image_shape) or None)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    return VAE(encoder, latent, decoder, likelihood)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..latents import ManifoldLatent
 from ..likelihoods import Likelihood
+from .equivariance import turn_consistency
 
 DEFAULT_EVAL_ROWS = 32768     # decoder rows per IWAE chunk (an MLP's: 32 MB per 256-wide layer)
 
@@ -31,6 +32,9 @@ class VAE(nn.Module):
             ``(..., likelihood.param_dim)`` likelihood parameters; it must accept leading sample
             dims (the IWAE bound decodes ``(K, batch, point_dim)``).
         likelihood: e.g. :class:`~manifold_vae.likelihoods.GaussianLikelihood` ``(D)``.
+        turn_consistency: weight of the in-plane turn-consistency term for image data
+            (:mod:`.equivariance`; 0: off), which needs ``image_shape`` ``(C, H, W)``. It is
+            added to the training loss only; the ELBO and IWAE are the model's own.
 
     Example::
 
@@ -45,8 +49,18 @@ class VAE(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, latent: ManifoldLatent, decoder: nn.Module,
-                 likelihood: Likelihood):
+                 likelihood: Likelihood, *, turn_consistency: float = 0.0,
+                 image_shape: tuple[int, ...] | None = None):
         super().__init__()
+        if turn_consistency < 0:
+            raise ValueError(f"turn_consistency must be >= 0, got {turn_consistency}")
+        if turn_consistency > 0 and (image_shape is None or len(image_shape) != 3):
+            raise ValueError("turn_consistency turns images: give image_shape (channels, height, width)")
+        if turn_consistency > 0 and latent.point_dim < 2:
+            raise ValueError(f"turn_consistency reads a planar angle from the latent's first two "
+                             f"coordinates; {latent.spec.name} has {latent.point_dim}")
+        self.turn_weight = float(turn_consistency)
+        self.image_shape = tuple(int(s) for s in image_shape) if image_shape else None
         if not isinstance(latent, ManifoldLatent):
             raise TypeError(f"latent must be a ManifoldLatent, got {type(latent).__name__}")
         if not isinstance(likelihood, Likelihood):
@@ -82,12 +96,20 @@ class VAE(nn.Module):
     def loss(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
         """Negative (β-weighted) ELBO averaged over the batch, with its parts (per-example means)."""
         x_obs = self.likelihood.observe(x)
-        out = self.latent(self.encoder(x_obs).float())
+        raw = self.encoder(x_obs).float()
+        out = self.latent(raw)
         rec = self.likelihood.log_prob(x_obs, self.decoder(out.point))
         kl = out.kl
         loss = (kl_weight * kl - rec).mean()
-        return {"loss": loss, "elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
-                "reconstruction": rec.detach().mean()}
+        parts = {"elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
+                 "reconstruction": rec.detach().mean()}
+        if self.turn_weight > 0 and self.training:
+            turn = turn_consistency(lambda obs: self.latent.mean_point(self.encoder(obs).float()),
+                                    x, self.latent.mean_point(raw), self.image_shape,
+                                    observe=self.likelihood.observe).mean()
+            loss = loss + self.turn_weight * turn
+            parts["turn_consistency"] = turn.detach()
+        return {"loss": loss, **parts}
 
     def forward(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
         """Same as :meth:`loss` (so that DistributedDataParallel sees the training objective)."""

@@ -42,7 +42,7 @@ from ...evaluation.alignment import (HAAR_MEDIAN_DEG, best_relative_reflection, 
                                      relative_angle_errors, relative_angle_summary,
                                      relative_to_first, rotation_distance_agreement,
                                      same_source_pairs)
-from ...likelihoods import fixed_binarization
+from ...likelihoods import LIKELIHOODS
 from ...manifolds import parse_latent
 from ...manifolds.rotations import quaternion_to_matrix
 from ...manifolds.so3 import matrix_to_quaternion, quaternion_exp, quaternion_multiply
@@ -195,11 +195,13 @@ def reproduce_images(settings: ImageSuiteSettings, out: Path, *, force: bool = F
 
 
 # ---------------------------------------------------------------------- analysis
-def image_test_set(data: dict, seed: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The binarized test images every model was evaluated on, and their row numbers."""
+def image_test_set(data: dict, config: FitConfig) -> tuple[torch.Tensor, np.ndarray]:
+    """The test images every model was evaluated on (as the run's likelihood fixes them:
+    binarized once, seeded, for the Bernoulli) and their row numbers."""
     idx = np.flatnonzero(data["test"])
     x = torch.from_numpy(data["x"][idx])
-    return fixed_binarization(x, seed=seed), idx
+    likelihood = LIKELIHOODS[config.model.likelihood](x.shape[1])
+    return likelihood.fix_observations(x, seed=config.split_seed), idx
 
 
 @torch.no_grad()
@@ -289,7 +291,7 @@ def render_chance(rotation: np.ndarray) -> dict:
 
 
 def _summarize(name, settings, data, loaded, out: Path) -> dict:
-    x_test, idx = image_test_set(data, getattr(settings, name).split_seed)
+    x_test, idx = image_test_set(data, getattr(settings, name))
     rows = [{**row.to_dict(), **seed_statistics(loaded[row.key]), "steps": settings.steps(name)}
             for row in image_rows(name, settings)]
     recovery, figs, examples = {}, out / "figures", {}
