@@ -19,6 +19,7 @@ from manifold_vae.distributions import (BoxBeta, ConcatIndependent, Hyperspheric
 from manifold_vae.embeddings import LearnedEmbedding
 from manifold_vae.latents import FAMILIES, LatentSpec
 from manifold_vae.likelihoods import LIKELIHOODS
+from manifold_vae.likelihoods.continuous_bernoulli import SQUEEZE
 from manifold_vae.manifolds import example_specs, parse_latent
 
 
@@ -219,14 +220,15 @@ def test_distribution_samples_and_kl_carry_finite_gradients(name):
 # ---------------------------------------------------------------------- likelihoods
 def _all_observations(name: str, d: int) -> tuple[torch.Tensor, float]:
     """Every observation of a likelihood's support on a grid (with the cell volume): all binary
-    vectors for Bernoulli, a fine grid of [0, 1]^d for the continuous Bernoulli, of R^d for the
-    Gaussian."""
+    vectors for Bernoulli, a fine grid of the support for the continuous Bernoulli ([0, 1]^d in
+    its squeezed coordinates), of R^d for the Gaussian."""
     if name == "bernoulli":
         grid = torch.tensor([[(i >> j) & 1 for j in range(d)] for i in range(2 ** d)], dtype=torch.float32)
         return grid, 1.0
-    if name == "continuous-bernoulli":     # midpoint rule on [0, 1]^d
-        t = (torch.arange(400) + 0.5) / 400
-        return torch.cartesian_prod(*[t] * d).reshape(-1, d), 400.0 ** -d
+    if name == "continuous-bernoulli":     # midpoint rule on the squeeze's preimage of [0, 1]^d
+        lo = -SQUEEZE / (1 - 2 * SQUEEZE)
+        t = lo + (1 - 2 * lo) * (torch.arange(400) + 0.5) / 400
+        return torch.cartesian_prod(*[t] * d).reshape(-1, d), ((1 - 2 * lo) / 400) ** d
     t = torch.linspace(-6, 6, 241)
     return torch.cartesian_prod(*[t] * d).reshape(-1, d), float(t[1] - t[0]) ** d
 
@@ -246,5 +248,6 @@ def test_likelihood_shapes_normalization_and_device(name):
     assert lp.shape == (4, 3) and lp.device.type == "cpu" and torch.isfinite(params.grad).all()
     grid, cell = _all_observations(name, 2)
     with torch.no_grad():
-        total = (lik.log_prob(grid, params[0, 0].expand_as(grid)).double().exp() * cell).sum()
+        total = (lik.log_prob(lik.transform(grid), params[0, 0].expand_as(grid)).double().exp()
+                 * cell).sum()
     assert float(total) == pytest.approx(1.0, abs=2e-3)

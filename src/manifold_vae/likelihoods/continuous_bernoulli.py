@@ -10,6 +10,12 @@ their Taylor series ``log 2 + ℓ²/12`` and ``1/2 + ℓ/12`` within ``|ℓ| < 0
 closed forms cancel (same values as :class:`torch.distributions.ContinuousBernoulli`, which
 switches at ``λ ∈ (0.499, 0.501)``).
 
+Pixels at exactly 0 or 1 (clipped backgrounds and strokes) would make the likelihood unbounded:
+``p(0 | ℓ) ≈ |ℓ|`` as ``ℓ → −∞``. The data are therefore squeezed into ``[ε, 1 − ε]``,
+``x' = ε + (1 − 2ε) x`` with ``ε = 1/512`` (half an 8-bit grey level), and scored in the data's
+own units with the log-Jacobian ``D log(1 − 2ε)``: a bounded density (at most about
+``log(1/ε) ≈ 6.2`` nats per pixel), so no model gains by sending logits to infinity.
+
 Why it matters here: under dynamic binarization a near half-turn-symmetric digit (a Z-shaped 2,
 an S-shaped 5) shows its orientation only in grey-level detail that two binarizations of the same
 image resolve differently (an encoder trained on binarized digits read the same grey test image
@@ -27,6 +33,7 @@ from ..errors import DataError
 from .base import Likelihood
 
 _TAYLOR = 0.02      # |ℓ| below which the series replace the closed forms
+SQUEEZE = 1 / 512   # ε of the squeeze x' = ε + (1 − 2ε) x
 
 
 def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
@@ -51,19 +58,24 @@ class ContinuousBernoulliLikelihood(Likelihood):
     Example::
 
         >>> lik = ContinuousBernoulliLikelihood(4)
-        >>> lik.log_prob(torch.full((1, 4), 0.5), torch.zeros(1, 4))   # uniform density: log 1
-        tensor([0.])
+        >>> x = lik.transform(torch.full((1, 4), 0.5))
+        >>> lik.log_prob(x, torch.zeros(1, 4))   # uniform density on [ε, 1 − ε], data units
+        tensor([-0.0157])
     """
 
     name = "continuous-bernoulli"
 
+    def transform(self, x: Tensor) -> Tensor:
+        return SQUEEZE + (1 - 2 * SQUEEZE) * x
+
     def log_prob(self, x_obs: Tensor, params: Tensor) -> Tensor:
         logits = params.float()
         bce = F.binary_cross_entropy_with_logits(logits, x_obs.expand_as(logits), reduction="none")
-        return (continuous_bernoulli_log_norm(logits) - bce).sum(-1)
+        return ((continuous_bernoulli_log_norm(logits) - bce).sum(-1)
+                + self.data_dim * math.log(1 - 2 * SQUEEZE))
 
     def mean(self, params: Tensor) -> Tensor:
-        return continuous_bernoulli_mean(params.float())
+        return (continuous_bernoulli_mean(params.float()) - SQUEEZE) / (1 - 2 * SQUEEZE)
 
     def check_data(self, x: Tensor, name: str = "data") -> None:
         if bool((x < 0).any() or (x > 1).any()):
