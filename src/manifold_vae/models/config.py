@@ -34,7 +34,7 @@ class ModelConfig(Config):
     conv_channels: list[int] = field(default_factory=lambda: [32, 64])
     encoder_symmetry: int = 1         # image encoder equivariant to turns by 2π/n (n = 1, 2, 4)
     # weight of the in-plane turn-consistency training term (models/equivariance.py; 0: off):
-    # turning an image by α must turn the latent's planar angle by α
+    # turning an image by α must turn the latent's planar angle (splat: its object) by α
     turn_consistency: float = 0.0
     # learned embedding (when latent.embedding == "learned"): WAE-MMD steps and widths
     embed_steps: int = 2000
@@ -63,9 +63,9 @@ class ModelConfig(Config):
             raise UsageError(f"config: encoder_symmetry must be 1, 2 or 4, got {self.encoder_symmetry}")
         if not self.turn_consistency >= 0:
             raise UsageError(f"config: turn_consistency must be >= 0, got {self.turn_consistency}")
-        if self.turn_consistency > 0 and self.network not in ("conv", "conv-rotate"):
-            raise UsageError("config: turn_consistency turns planar images; it needs network "
-                             f"conv or conv-rotate, got {self.network!r}")
+        if self.turn_consistency > 0 and self.network not in ("conv", "conv-rotate", "splat"):
+            raise UsageError("config: turn_consistency turns images; it needs network conv, "
+                             f"conv-rotate or splat, got {self.network!r}")
         if not self.embed_hidden or any(h < 1 for h in self.embed_hidden):
             raise UsageError(f"config: embed_hidden must be positive widths, got {self.embed_hidden}")
         return self

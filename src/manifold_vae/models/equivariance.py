@@ -19,6 +19,12 @@ a copy half a turn from its source's other copies).
 
 The turn is :func:`~manifold_vae.data.images.rotate_images` (counter-clockwise, the convention
 of the data and of the rotating decoder: ``decode(R_α m) = rot_α decode(m)``).
+
+For a decoder that turns a 3D object by a rotation ``R(m)`` read from the latent and projects it
+along the camera's z axis (``network="splat"``), turning the image about its centre by ``α`` is
+turning the object about the camera axis: ``R(m(rot_α x)) = R_z(α) R(m(x))``, and the penalty is
+``weight · (1 − cos φ)`` with ``φ`` the angle of the rotation between the two sides,
+``cos φ = (tr(R(m(rot_α x))ᵀ R_z(α) R(m(x))) − 1) / 2`` (same scale as the planar one).
 """
 from __future__ import annotations
 
@@ -33,6 +39,30 @@ from ..data.images import rotate_images
 def planar_angle(m: Tensor) -> Tensor:
     """``atan2(m_2, m_1)``: the polar angle of a point's first two coordinates."""
     return torch.atan2(m[..., 1], m[..., 0])
+
+
+def camera_turns(alpha: Tensor) -> Tensor:
+    """``R_z(α)``: rotations about the camera (z) axis, ``(..., 3, 3)``, counter-clockwise in the
+    image (x right, y up)."""
+    c, s = torch.cos(alpha), torch.sin(alpha)
+    zero, one = torch.zeros_like(c), torch.ones_like(c)
+    return torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1),
+                        torch.stack([zero, zero, one], -1)], -2)
+
+
+def rotation_turn_consistency(encode_rotation, x: Tensor, r: Tensor, image_shape, *,
+                              observe=None) -> Tensor:
+    """Per-example ``1 − cos φ`` between ``R(rot_α x)`` and ``R_z(α) R(x)``, ``α ~ U[0, 2π)``,
+    for images ``x`` whose rotations ``r`` ``(B, 3, 3)`` the caller already has;
+    ``encode_rotation`` maps observations to rotations."""
+    b = x.shape[0]
+    alpha = 2 * math.pi * torch.rand(b, device=x.device, dtype=x.dtype)
+    turned = rotate_images(x.reshape(b, *image_shape), alpha).reshape(b, -1)
+    if observe is not None:
+        turned = observe(turned)
+    target = camera_turns(alpha).to(r.dtype) @ r
+    cos_phi = ((encode_rotation(turned) * target).sum((-2, -1)) - 1) / 2
+    return 1 - cos_phi
 
 
 def turn_consistency(encode_point, x: Tensor, m: Tensor, image_shape, *, observe=None) -> Tensor:

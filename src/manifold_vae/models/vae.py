@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..latents import ManifoldLatent
 from ..likelihoods import Likelihood
-from .equivariance import turn_consistency
+from .equivariance import rotation_turn_consistency, turn_consistency
 
 DEFAULT_EVAL_ROWS = 32768     # decoder rows per IWAE chunk (an MLP's: 32 MB per 256-wide layer)
 
@@ -56,7 +56,7 @@ class VAE(nn.Module):
             raise ValueError(f"turn_consistency must be >= 0, got {turn_consistency}")
         if turn_consistency > 0 and (image_shape is None or len(image_shape) != 3):
             raise ValueError("turn_consistency turns images: give image_shape (channels, height, width)")
-        if turn_consistency > 0 and latent.point_dim < 2:
+        if turn_consistency > 0 and latent.point_dim < 2 and not hasattr(decoder, "rotation"):
             raise ValueError(f"turn_consistency reads a planar angle from the latent's first two "
                              f"coordinates; {latent.spec.name} has {latent.point_dim}")
         self.turn_weight = float(turn_consistency)
@@ -104,12 +104,23 @@ class VAE(nn.Module):
         parts = {"elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
                  "reconstruction": rec.detach().mean()}
         if self.turn_weight > 0 and self.training:
-            turn = turn_consistency(lambda obs: self.latent.mean_point(self.encoder(obs).float()),
-                                    x, self.latent.mean_point(raw), self.image_shape,
-                                    observe=self.likelihood.observe).mean()
+            turn = self._turn_consistency(x, raw).mean()
             loss = loss + self.turn_weight * turn
             parts["turn_consistency"] = turn.detach()
         return {"loss": loss, **parts}
+
+    def _turn_consistency(self, x: Tensor, raw: Tensor) -> Tensor:
+        """The turn-consistency penalty per example (:mod:`.equivariance`): on the rotation a
+        3D decoder turns its object by (``decoder.rotation``), else on the planar angle."""
+        def point(obs):
+            return self.latent.mean_point(self.encoder(obs).float())
+        rotation = getattr(self.decoder, "rotation", None)
+        if rotation is not None:
+            return rotation_turn_consistency(lambda obs: rotation(point(obs)), x,
+                                             rotation(self.latent.mean_point(raw)),
+                                             self.image_shape, observe=self.likelihood.observe)
+        return turn_consistency(point, x, self.latent.mean_point(raw), self.image_shape,
+                                observe=self.likelihood.observe)
 
     def forward(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
         """Same as :meth:`loss` (so that DistributedDataParallel sees the training objective)."""
