@@ -1,5 +1,5 @@
 """In-plane turn consistency: a label-free training term for image models whose latent carries
-a planar angle.
+a planar angle or a 3D rotation.
 
 Turning an image about its centre by ``α`` must turn the latent by ``α``: the polar angle
 ``θ(m) = atan2(m_2, m_1)`` of the posterior's central point ``m`` (the angle a ``conv-rotate``

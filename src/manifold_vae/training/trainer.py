@@ -31,6 +31,9 @@ from .hooks import (EarlyStopping, Hook, MetricsLog, PeriodicCheckpoint, Progres
 from .rundir import RunDirectory
 
 
+_LOGGED = {"loss", "elbo", "kl", "reconstruction"}     # the loss parts every model reports
+
+
 class Interrupted(ManifoldVAEError):
     """Training stopped by SIGINT/SIGTERM after writing a checkpoint."""
 
@@ -196,6 +199,7 @@ class TrainingLoop:
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if config.amp
                     else contextlib.nullcontext())
         sums = torch.zeros(4, dtype=torch.float64)
+        extra: dict[str, float] = {}   # training-only terms a model reports (e.g. turn_consistency)
         count = 0
         skipped = recent_skips = 0     # steps skipped for a non-finite loss/gradient (this session)
         clip = config.grad_clip if config.grad_clip > 0 else float("inf")
@@ -227,6 +231,8 @@ class TrainingLoop:
                 if finite:
                     sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
                                          out["reconstruction"]]).double().cpu()
+                    for key in out.keys() - _LOGGED:
+                        extra[key] = extra.get(key, 0.0) + float(out[key])
                     count += 1
                 if done % config.log_every == 0 or done == self.end:
                     avg = (sums / max(count, 1)).tolist()
@@ -236,12 +242,14 @@ class TrainingLoop:
                     row = {"step": done, "loss": avg[0], "elbo": avg[1], "kl": avg[2],
                            "reconstruction": avg[3], "kl_weight": beta,
                            "lr": self.sched.get_last_lr()[0],
-                           "seconds": time.perf_counter() - self.t0, "skipped_steps": skipped}
+                           "seconds": time.perf_counter() - self.t0, "skipped_steps": skipped,
+                           **{k: v / max(count, 1) for k, v in extra.items()}}
                     recent_skips = 0
                     for hook in self.hooks:
                         hook.on_log(self, row)
                     self.history.append(row)
                     sums.zero_()
+                    extra.clear()
                     count = 0
                 for hook in self.hooks:
                     hook.on_step(self, done)
