@@ -50,16 +50,21 @@ def camera_turns(alpha: Tensor) -> Tensor:
                         torch.stack([zero, zero, one], -1)], -2)
 
 
+def turned_images(x: Tensor, image_shape, observe=None) -> tuple[Tensor, Tensor]:
+    """``(observe(rot_α x), α)``: the rows of ``x`` ``(B, C·H·W)`` turned by ``α ~ U[0, 2π)``
+    each (drawn on ``x``'s device and dtype), then observed as a training step observes data."""
+    b = x.shape[0]
+    alpha = 2 * math.pi * torch.rand(b, device=x.device, dtype=x.dtype)
+    turned = rotate_images(x.reshape(b, *image_shape), alpha).reshape(b, -1)
+    return (turned if observe is None else observe(turned)), alpha
+
+
 def rotation_turn_consistency(encode_rotation, x: Tensor, r: Tensor, image_shape, *,
                               observe=None) -> Tensor:
     """Per-example ``1 − cos φ`` between ``R(rot_α x)`` and ``R_z(α) R(x)``, ``α ~ U[0, 2π)``,
     for images ``x`` whose rotations ``r`` ``(B, 3, 3)`` the caller already has;
     ``encode_rotation`` maps observations to rotations."""
-    b = x.shape[0]
-    alpha = 2 * math.pi * torch.rand(b, device=x.device, dtype=x.dtype)
-    turned = rotate_images(x.reshape(b, *image_shape), alpha).reshape(b, -1)
-    if observe is not None:
-        turned = observe(turned)
+    turned, alpha = turned_images(x, image_shape, observe)
     target = camera_turns(alpha).to(r.dtype) @ r
     cos_phi = ((encode_rotation(turned) * target).sum((-2, -1)) - 1) / 2
     return 1 - cos_phi
@@ -71,9 +76,5 @@ def turn_consistency(encode_point, x: Tensor, m: Tensor, image_shape, *, observe
 
     ``encode_point`` maps observations to latent central points; ``observe`` (e.g. dynamic
     binarization) is applied to the turned images before they are encoded, as it was to ``x``."""
-    b = x.shape[0]
-    alpha = 2 * math.pi * torch.rand(b, device=x.device, dtype=x.dtype)
-    turned = rotate_images(x.reshape(b, *image_shape), alpha).reshape(b, -1)
-    if observe is not None:
-        turned = observe(turned)
+    turned, alpha = turned_images(x, image_shape, observe)
     return 1 - torch.cos(planar_angle(encode_point(turned)) - planar_angle(m) - alpha)
