@@ -181,6 +181,8 @@ def test_python_m_entry_point(tmp_path):
     (["--latent", "R2", "--group-action"], 2, "has no group action"),
     (["--set", "network=conv", "--set", "image_shape=1,4,4"], 2, "16 pixels but the data have 12"),
     (["--set", "likelihood=bernoulli"], 1, "[0, 1]"),
+    (["--set", "likelihood=continuous-bernoulli"], 1, "continuous Bernoulli likelihood needs training data in [0, 1]"),
+    (["--set", "turn_consistency=1"], 2, "turn_consistency turns images"),
 ])
 def test_a_refused_fit_writes_nothing_so_the_corrected_command_runs(circle_data, tmp_path, capsys,
                                                                    bad, code, message):
