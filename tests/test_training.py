@@ -396,3 +396,132 @@ def test_restart_phase_errors_name_the_problem(data, tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert "all 3 restarts ended with a non-finite validation score" in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def _average_setup(data, **keys):
+    from manifold_vae.data.io import load_array
+    from manifold_vae.models import build_model
+    from manifold_vae.training.config import FitConfig
+
+    x = torch.as_tensor(load_array(data)).float()
+    config = FitConfig(latent="S1", group_action=True, hidden=[16, 16], batch_size=32, threads=1,
+                       auto_defaults=False, **keys)
+
+    def build():                      # the same initial weights every time
+        torch.manual_seed(0)
+        return build_model(config.model, x.shape[1])
+    return x, config, build
+
+
+def test_weight_average_is_the_moving_average_of_the_raw_weights(data):
+    """With ``weight_average = d`` the run ends in θ̄_s = d·θ̄_{s−1} + (1 − d)·θ_s (θ̄_1 = θ_1),
+    computed here by hand from the raw weights of runs stopped after each step; the raw trajectory
+    is the one a run without the average takes; a run stopped half-way and resumed from its
+    checkpoint ends in the same average bit for bit."""
+    from manifold_vae.training.trainer import train
+
+    steps, d = 8, 0.7
+    x, config, build = _average_setup(data, steps=steps, log_every=4, weight_average=d)
+    cpu = torch.device("cpu")
+    plain_config = config.replace(weight_average=0.0)
+    raw = []
+    for s in range(1, steps):         # θ_s: the run without the average, stopped after step s
+        out = train(build(), x, plain_config, None, device=cpu, stop_at=s)
+        raw.append(out["checkpoint"]["model"])
+    plain_model = build()
+    plain = train(plain_model, x, plain_config, None, device=cpu)
+    raw.append(plain_model.state_dict())
+    average = dict(raw[0])
+    for theta in raw[1:]:
+        average = {k: d * average[k] + (1 - d) * theta[k] if v.is_floating_point() else theta[k]
+                   for k, v in average.items()}
+    model = build()
+    result = train(model, x, config, None, device=cpu)
+    assert [r["elbo"] for r in result["history"]] == [r["elbo"] for r in plain["history"]]
+    ended = model.state_dict()
+    for k, v in average.items():
+        torch.testing.assert_close(ended[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert any(not torch.allclose(ended[k], raw[-1][k]) for k in ended
+               if ended[k].is_floating_point())          # and it is not the raw end point
+
+    half = train(build(), x, config, None, device=cpu, stop_at=steps // 2)["checkpoint"]
+    resumed = build()
+    train(resumed, x, config, None, device=cpu, resume=half)
+    for k, v in resumed.state_dict().items():
+        assert torch.equal(v, ended[k]), k
+
+
+def test_early_stopping_scores_and_keeps_the_weight_average(data):
+    """Each logged validation IWAE is the score of the average at that step, not of the raw
+    weights, and the run ends in the average of the step it selected."""
+    from manifold_vae.training.hooks import validation_score
+    from manifold_vae.training.trainer import train
+
+    x, config, build = _average_setup(data, steps=40, log_every=10, weight_average=0.9,
+                                      validation_k=8)
+    x_val, x_train = x[:100], x[100:]
+    cpu = torch.device("cpu")
+    cut = train(build(), x_train, config, None, device=cpu, x_val=x_val, stop_at=20)
+    at_20 = build()
+    at_20.load_state_dict(cut["checkpoint"]["weight_average"]["model"])
+    raw_20 = build()
+    raw_20.load_state_dict(cut["checkpoint"]["model"])
+    logged = cut["history"][-1]["validation_iwae"]
+    assert logged == validation_score(at_20, x_val, 8, config.seed)
+    assert logged != validation_score(raw_20, x_val, 8, config.seed)
+    model = build()
+    result = train(model, x_train, config, None, device=cpu, x_val=x_val)
+    best = max(result["history"], key=lambda r: r["validation_iwae"])
+    assert result["selected"]["step"] == best["step"]
+    assert validation_score(model, x_val, 8, config.seed) == best["validation_iwae"]
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1", "1.5"])
+def test_a_weight_average_outside_0_1_is_refused_and_writes_nothing(data, tmp_path, capsys, value):
+    assert fit(data, tmp_path / "w", "--steps", "10", "--set", f"weight_average={value}") == 2
+    assert "weight_average must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_restarts_are_chosen_by_their_weight_average_and_the_run_saves_it(data, tmp_path):
+    """With restarts and a weight average, each restart's score is its average's validation IWAE,
+    and the run keeps the logged step with the best average."""
+    from manifold_vae.data.io import load_array
+    from manifold_vae.training.config import FitConfig
+    from manifold_vae.training.fit import run_fit
+
+    x = torch.as_tensor(load_array(data)).float()
+    config = FitConfig(latent="S1", group_action=True, steps=60, log_every=20, checkpoint_every=100,
+                       validation_fraction=0.25, restarts=2, restart_fraction=0.34, iwae_k=20,
+                       hidden=[32, 32], batch_size=64, threads=1, weight_average=0.95)
+    run = run_fit(config, x, tmp_path / "r", log=lambda s: None)
+    m = run.metrics
+    assert m["selected_restart"] == int(np.argmax([r["validation_iwae"] for r in m["restarts"]]))
+    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["weight_average"] == 0.95
+    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    best = max(rows, key=lambda r: r["validation_iwae"])
+    assert m["selected_step"] == best["step"] and m["validation_iwae"] == best["validation_iwae"]
+    assert len(rows) == 3 and all(r["validation_iwae"] is not None for r in rows)
+
+
+def test_weight_decay_shrinks_the_weights_and_refuses_bad_values(data, tmp_path, capsys):
+    """Decoupled weight decay (AdamW): the same run with it ends with a smaller weight norm, and
+    a run stopped half-way and resumed ends where the uninterrupted one does."""
+    from manifold_vae.training.trainer import train
+
+    x, config, build = _average_setup(data, steps=30, log_every=10, weight_decay=0.5, lr=1e-2)
+    cpu = torch.device("cpu")
+    norm = lambda m: float(torch.cat([p.detach().flatten() for p in m.parameters()]).norm())
+    decayed, plain = build(), build()
+    train(decayed, x, config, None, device=cpu)
+    train(plain, x, config.replace(weight_decay=0.0), None, device=cpu)
+    assert norm(decayed) < 0.95 * norm(plain)
+    half = train(build(), x, config, None, device=cpu, stop_at=15)["checkpoint"]
+    resumed = build()
+    train(resumed, x, config, None, device=cpu, resume=half)
+    for (k, v), w in zip(resumed.state_dict().items(), decayed.state_dict().values()):
+        assert torch.equal(v, w), k
+    assert fit(data, tmp_path / "w", "--steps", "10", "--set", "weight_decay=-0.01") == 2
+    assert "weight_decay must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

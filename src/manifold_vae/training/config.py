@@ -40,9 +40,13 @@ class FitConfig(Config):
     steps: int = 10000
     batch_size: int = 512
     lr: float = 1e-3
+    weight_decay: float = 0.0        # decoupled weight decay (AdamW, Loshchilov & Hutter 2019); 0: Adam
     schedule: str = "onecycle"       # "onecycle" or "constant"
     kl_warmup: float = 0.2           # fraction of the steps over which the KL weight rises 0 -> 1
     grad_clip: float = 100.0         # max global gradient norm (0: off)
+    # exponential moving average of the weights, decay per step (e.g. 0.999; 0: off): the average
+    # is what early stopping scores, restarts are chosen by, the run saves and evaluates
+    weight_average: float = 0.0
     seed: int = 0
     # early stopping: hold out this fraction of the training rows (seeded by split_seed); at every
     # logging step score the model on them (IWAE, K = validation_k) and keep the best state
@@ -91,6 +95,12 @@ class FitConfig(Config):
                              "validation_fraction > 0 (e.g. 0.05)")
         if not 0 <= self.kl_warmup < 1:
             raise UsageError(f"config: kl_warmup must be in [0, 1), got {self.kl_warmup}")
+        if not 0 <= self.weight_decay < 1:
+            raise UsageError(f"config: weight_decay must be in [0, 1) (decoupled, per unit of "
+                             f"learning rate, e.g. 0.01; 0: off), got {self.weight_decay}")
+        if not 0 <= self.weight_average < 1:
+            raise UsageError(f"config: weight_average must be in [0, 1) (a decay per step, e.g. "
+                             f"0.999; 0: off), got {self.weight_average}")
         if self.grad_clip < 0:
             raise UsageError(f"config: grad_clip must be >= 0, got {self.grad_clip}")
         if self.schedule not in ("onecycle", "constant"):

@@ -442,6 +442,16 @@ def _model_source(user_model) -> dict:
     return {"model_source": "user", "model_class": " / ".join(names)}
 
 
+def _averaged(model: torch.nn.Module, ckpt: dict) -> torch.nn.Module:
+    """``model`` with the checkpoint's weight average when it holds one (what the trainer scores)."""
+    average = ckpt.get("weight_average")
+    if not average:
+        return model
+    scored = copy.deepcopy(model)
+    scored.load_state_dict(average["model"])
+    return scored
+
+
 def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x_train, x_val,
                    run: RunDirectory | None, device, dist_info: DistInfo, log,
                    progress_factory: Callable | None = None, user_model=None) -> tuple:
@@ -491,7 +501,8 @@ def _restart_phase(config: FitConfig, build: Callable[[int], torch.nn.Module], x
         # the trainer scored the restart at its last step; score again only if that row is lost
         last = history[-1] if history else {}
         score = (last.get("validation_iwae") if last.get("step") == k_steps
-                 else validation_score(model, x_val.to(device), config.validation_k, config.seed))
+                 else validation_score(_averaged(model, ckpt), x_val.to(device),
+                                       config.validation_k, config.seed))
         infos.append({"restart": r, "validation_iwae": score, "seconds": seconds})
         log(f"restart {r + 1}/{config.restarts}: validation IWAE "
             f"{'non-finite' if score is None else f'{score:.3f}'} after {k_steps} steps")

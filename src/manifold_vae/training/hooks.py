@@ -1,5 +1,5 @@
-"""Small hooks the training loop calls: early stopping, the metrics log, periodic checkpoints,
-TensorBoard, a progress callback.
+"""Small hooks the training loop calls: the weight average, early stopping, the metrics log,
+periodic checkpoints, TensorBoard, a progress callback.
 
 A hook sees the loop (:class:`~.trainer.TrainingLoop`) at three moments: ``on_log(loop, row)``
 at every logging step (in the order of the loop's hooks; a hook may add keys to the row, as early
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..errors import ManifoldVAEError
 from ..evaluation.bounds import per_example_bounds
@@ -57,6 +58,41 @@ def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+class WeightAverage(Hook):
+    """An exponential moving average of the weights, ``θ̄ ← decay·θ̄ + (1 − decay)·θ`` after every
+    step (Polyak & Juditsky 1992; ``torch.optim.swa_utils``); buffers follow the model. The loop
+    scores and keeps the average (``loop.eval_model``) and ends in it."""
+
+    state_key = "weight_average"
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.average.requires_grad_(False)
+        self.model = model
+
+    @property
+    def module(self) -> nn.Module:
+        return self.average.module
+
+    def update(self) -> None:
+        """Fold in the weights of the step just taken (the loop calls it before any hook)."""
+        self.average.update_parameters(self.model)
+
+    def on_end(self, loop):
+        loop.model.load_state_dict(self.module.state_dict())
+
+    def state(self):
+        return {"model": self.module.state_dict(), "n_averaged": int(self.average.n_averaged)}
+
+    def load_state(self, state):
+        if state is None:              # a checkpoint from before the average: it starts here
+            return
+        if not {"model", "n_averaged"} <= set(state):
+            raise KeyError("weight_average")
+        self.module.load_state_dict(state["model"])
+        self.average.n_averaged.fill_(int(state["n_averaged"]))
+
+
 class EarlyStopping(Hook):
     """Score the model on held-out rows at every logging step (IWAE, K = ``k``), keep the best
     state — in memory and in every checkpoint — and end in it."""
@@ -68,10 +104,11 @@ class EarlyStopping(Hook):
         self.best: dict | None = None    # {"step", "validation_iwae", "model": state on the CPU}
 
     def on_log(self, loop, row):
-        score = row["validation_iwae"] = validation_score(loop.model, self.x_val, self.k, self.seed)
+        model = loop.eval_model
+        score = row["validation_iwae"] = validation_score(model, self.x_val, self.k, self.seed)
         if score is not None and (self.best is None or score > self.best["validation_iwae"]):
             self.best = {"step": row["step"], "validation_iwae": score,
-                         "model": _cpu_state(loop.model)}
+                         "model": _cpu_state(model)}
 
     def on_end(self, loop):
         if self.best is not None:      # the final checkpoint holds the selected model

@@ -2,7 +2,8 @@
 
 Each step takes the batch of that step, computes the (KL-warmed) negative ELBO, clips the gradient
 and steps Adam and the learning-rate schedule; a step with a non-finite loss or gradient is
-skipped (persistent ones stop the run). Every ``log_every`` steps the averages form a row that the
+skipped (persistent ones stop the run). With ``weight_average`` a moving average of the weights
+follows them; it is what the hooks score and what the run ends in. Every ``log_every`` steps the averages form a row that the
 hooks (:mod:`.hooks`) see in turn: early stopping scores the model on held-out rows, the metrics
 log writes the row, TensorBoard and the progress callback show it. Checkpoints are written every
 ``checkpoint_every`` steps, on SIGINT/SIGTERM and at the end.
@@ -27,7 +28,7 @@ from ..errors import CheckpointError, ManifoldVAEError
 from .config import FitConfig
 from .distributed import DistInfo, barrier, broadcast_flag
 from .hooks import (EarlyStopping, Hook, MetricsLog, PeriodicCheckpoint, Progress,
-                    TensorBoardLog)
+                    TensorBoardLog, WeightAverage)
 from .rundir import RunDirectory
 
 
@@ -64,7 +65,8 @@ def kl_weight(step: int, config: FitConfig) -> float:
 
 def make_optimizer(model: nn.Module, config: FitConfig):
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    opt = (torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+           if config.weight_decay > 0 else torch.optim.Adam(params, lr=config.lr))
     # OneCycleLR needs at least two steps in its warm-up quarter; shorter runs keep lr constant
     if config.schedule == "onecycle" and config.steps >= 8:
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps,
@@ -119,7 +121,10 @@ class TrainingLoop:
         self.x_train = x_train.to(device)
         self.early = (EarlyStopping(x_val.to(device), config.validation_k, config.seed)
                       if x_val is not None else None)
-        hooks: list[Hook] = [self.early] if self.early else []
+        # the average first: its state is final before early stopping scores or restores
+        self.average = (WeightAverage(model, config.weight_average)
+                        if config.weight_average > 0 else None)
+        hooks: list[Hook] = [h for h in (self.average, self.early) if h is not None]
         if self.writes:
             hooks.append(MetricsLog(self.run))
             if config.tensorboard:
@@ -140,6 +145,11 @@ class TrainingLoop:
         self.history = self.run.history(upto=self.start) if (self.run and resume is not None) else []
         if self.run:
             self.run.rewrite_history(self.history)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights to score and keep: the moving average when there is one."""
+        return self.average.module if self.average is not None else self.model
 
     def _resume(self, ckpt: dict) -> None:
         try:
@@ -227,6 +237,8 @@ class TrainingLoop:
                             f"training diverged: {recent_skips} steps with a non-finite loss or "
                             f"gradient before step {step + 1} (last checkpoint kept)")
                 self.sched.step()
+                if self.average is not None:
+                    self.average.update()
                 done = step + 1
                 if finite:
                     sums += torch.stack([out["loss"].detach(), out["elbo"], out["kl"],
