@@ -1,13 +1,15 @@
 """Is a run's gap to the true log-likelihood in its encoder or in its decoder?
 
-    python benchmarks/inference_gap.py RUN_DIR --test TEST.npy [--steps 200 1000 3000] [--k 1000]
+    python benchmarks/inference_gap.py RUN_DIR --test TEST.npy [--train TRAIN.npy] [--steps 1000 3000]
 
 The IWAE bound holds for any proposal, so the encoder may be refined on the test rows themselves
 (decoder, prior and likelihood frozen; Adam on the negative ELBO, batches of the test rows):
 what the test IWAE gains is the amortization gap (Cremer, Li & Duvenaud 2018, "Inference
 Suboptimality in VAEs"); what is left to the true log-likelihood belongs to the generative model.
 Prints the test ELBO and IWAE before and after each number of refinement steps, with the gap to
-the true log-likelihood when the run's ``metrics.json`` has one.
+the true log-likelihood when the run's ``metrics.json`` has one. With ``--train`` (data from
+``manifold-vae data``, with its ``.json`` sidecar) also the gap on the first ``--rows`` training
+rows: a gap on the test rows that the training rows do not have is the decoder's generalization.
 """
 from __future__ import annotations
 
@@ -19,15 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from manifold_vae.data.io import read_sidecar
 from manifold_vae.evaluation.bounds import evaluate
 from manifold_vae.training import load_run
+from manifold_vae.training.fit import ceiling_metrics
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--test", type=Path, required=True, help="the run's test rows (.npy)")
-    ap.add_argument("--steps", type=int, nargs="+", default=[200, 1000, 3000])
+    ap.add_argument("--train", type=Path, help="the run's training rows (.npy with its sidecar)")
+    ap.add_argument("--rows", type=int, default=2000, help="training rows scored (the first)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[1000, 3000])
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=512)
@@ -48,6 +54,16 @@ def main():
     print(f"{args.run}: {len(x)} test rows, K = {args.k}"
           + (f", true log-likelihood {true:.3f}" if true is not None else ""))
     before = report("as trained")
+    if args.train is not None:
+        rows = torch.as_tensor(np.load(args.train, allow_pickle=False)[:args.rows]).float()
+        r = evaluate(model, rows, k=args.k)
+        c = ceiling_metrics(read_sidecar(args.train), rows, r["per_example_iwae"])
+        if c:
+            print(f"{'training rows':>24s}  ELBO {r['elbo']:9.3f}  IWAE {r['iwae']:9.3f} ± "
+                  f"{r['iwae_stderr']:.3f}  gap {c['gap_iwae']:.3f} ± {c['gap_iwae_stderr']:.3f} "
+                  f"(first {len(rows)}; a few may be the run's validation rows)", flush=True)
+        else:
+            print(f"{args.train}: no generator in its sidecar, no true log-likelihood")
     model.requires_grad_(False)
     encoder = list(model.encoder.parameters())
     for p in encoder:
