@@ -110,3 +110,80 @@ def test_learned_embedding_of_a_product_with_euclidean_factors(tmp_path):
     model.loss(torch.randn(4, 8))["loss"].backward()
     with pytest.raises(ValueError, match="compact factor"):
         fit_learned_embedding(EmbedConfig(latent="R2", steps=5))
+
+
+@pytest.fixture(scope="module")
+def periodic_circle():
+    emb, _ = fit_learned_embedding(EmbedConfig(latent="S1", seed=0, steps=800, periodic=[0]))
+    return emb
+
+
+def test_a_periodic_learned_map_has_no_seam_and_is_uniform(periodic_circle):
+    """With the hidden coordinate read as a circle, F(0) = F(1) by construction, E reads an angle
+    in [0, 1), and the WAE still pushes the uniform box onto the uniform circle (MMD inside its
+    null distribution, mean distance small)."""
+    emb = periodic_circle
+    assert emb.decoder[0].in_features == 2 and emb.encoder[-1].out_features == 2
+    torch.testing.assert_close(emb(torch.zeros(1, 1)), emb(torch.ones(1, 1)), atol=1e-5, rtol=0)
+    m = emb.manifold.sample_uniform(500, generator=torch.Generator().manual_seed(1))
+    z = emb.encode(m)
+    assert z.shape == (500, 1) and float(z.min()) >= 0.0 and float(z.max()) < 1.0
+    report = embedding_quality(emb, emb.manifold, seed=1)
+    assert report["distance_mean"] < 0.05 and report["off_fraction"] < 0.01
+    assert report["mmd"] <= report["mmd_null_max"]
+    assert not report["problems"]
+
+
+def test_a_periodic_learned_map_saves_and_reloads_with_its_circles(periodic_circle, tmp_path):
+    save_embedding(periodic_circle, tmp_path / "e")
+    back = load_embedding(tmp_path / "e", expect="S1")
+    assert back.periodic == (0,)
+    z = torch.rand(10, 1)
+    torch.testing.assert_close(back(z), periodic_circle(z))
+
+
+def test_a_learned_maps_periodic_coordinate_gets_a_wrapped_posterior():
+    """An ER latent over a learned map with periodic coordinate 1 (of T2) reads two more raw
+    numbers, an angle that shifts z₁ mod 1 — without a group action — and the shift changes
+    neither z, the KL nor the log ratio of the IWAE weights; only the point moves."""
+    from manifold_vae import ManifoldLatent
+    from manifold_vae.embeddings import LearnedEmbedding
+
+    torch.manual_seed(0)
+    emb = LearnedEmbedding(parse_latent("T2"), [16], periodic=[1])
+    plain = ManifoldLatent("T2", embedding=LearnedEmbedding(parse_latent("T2"), [16]))
+    lat = ManifoldLatent("T2", embedding=emb)
+    hidden = lat.hidden_space.param_dim
+    assert lat.param_dim == hidden + 2 and plain.param_dim == hidden
+    raw = torch.randn(3, lat.param_dim)
+    raw[:, hidden:] = torch.tensor([-1.0, 0.0])              # angle π: half a turn
+    unshifted = raw.clone()
+    unshifted[:, hidden:] = torch.tensor([1.0, 0.0])
+    torch.manual_seed(1)
+    a = lat(raw)
+    torch.manual_seed(1)
+    b = lat(unshifted)
+    assert torch.equal(a.z, b.z) and torch.equal(a.kl, b.kl)
+    assert torch.equal(a.log_ratio, b.log_ratio)
+    box = lat.to_box(a.z)
+    moved = box.clone()
+    moved[:, 1] = torch.remainder(box[:, 1] + 0.5, 1.0)
+    torch.testing.assert_close(a.point, emb(moved))
+    torch.testing.assert_close(b.point, emb(box))
+
+
+def test_periodic_coordinates_are_checked_before_anything_is_written(tmp_path, capsys):
+    from manifold_vae.cli import main
+    from manifold_vae.models import ModelConfig
+    from manifold_vae.errors import UsageError
+
+    with pytest.raises(UsageError, match="embed_periodic shapes a map learned here"):
+        ModelConfig(latent="T2", embed_periodic=[0]).validate()
+    with pytest.raises(UsageError, match=r"distinct hidden coordinates in 0\.\.1"):
+        ModelConfig(latent="T2", embedding="learned", embed_periodic=[2]).validate()
+    assert main(["embed", "--latent", "K2", "--periodic", "0,0", "--out", str(tmp_path / "e")]) == 2
+    assert main(["embed", "--latent", "K2", "--periodic", "x", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "--periodic must be distinct hidden coordinates in 0..1" in err
+    assert "--periodic must be comma-separated integers" in err
+    assert not (tmp_path / "e").exists()

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "factor (S1, S2, T2, SO3, K2, S1xR2, ..., or "
                                                    "samples:PATH:d for a file of uniform samples)")
     p.add_argument("--steps", type=int, help="WAE training steps (default 2000)")
+    p.add_argument("--periodic", default="", help="hidden coordinates the map treats as circles, "
+                                                  "comma-separated (e.g. 0 for the Klein bottle, "
+                                                  "0,1 for a torus; default none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the WAE (default 0)")
     p.add_argument("--out", required=True, help="directory for embedding.pt, report.json and "
                                                 "embedding.png; use it with fit --embedding DIR")
@@ -362,7 +365,15 @@ def cmd_embed(args) -> int:
     if not any(f.compact for f in manifold.factors()):
         raise UsageError(f"a learned embedding needs a compact factor (S<n>, T<k>, SO3, K2, …), "
                          f"got {manifold.spec}")
-    cfg = EmbedConfig(latent=manifold.spec, seed=args.seed)
+    try:
+        periodic = [int(j) for j in args.periodic.split(",") if j.strip()]
+    except ValueError:
+        raise UsageError(f"--periodic must be comma-separated integers, got {args.periodic!r}") from None
+    d = sum(f.dim for f in manifold.factors() if f.compact)
+    if len(set(periodic)) != len(periodic) or any(not 0 <= j < d for j in periodic):
+        raise UsageError(f"--periodic must be distinct hidden coordinates in 0..{d - 1} (the "
+                         f"compact part of {manifold.spec} has {d}), got {args.periodic}")
+    cfg = EmbedConfig(latent=manifold.spec, seed=args.seed, periodic=periodic)
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be positive")

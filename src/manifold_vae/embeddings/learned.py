@@ -66,6 +66,9 @@ class EmbedConfig:
     decoder_fraction: float = 0.25       # share of the steps that refine F alone
     decoder_lr: float = 1e-3
     ambient_mmd_weight: float = 1.0      # μ
+    # hidden coordinates (of the compact part) that are circles: F sees (cos 2πz_j, sin 2πz_j)
+    # and E reads an angle, so F is continuous across z_j = 0 ≡ 1 (see LearnedEmbedding)
+    periodic: list[int] = field(default_factory=list)
     seed: int = 0
 
 
@@ -82,29 +85,55 @@ class LearnedEmbedding(nn.Module):
 
     On a product with Euclidean factors (e.g. ``S1xR2``) ``F`` is learned for the product of the
     compact factors (``learned_manifold``) and the Euclidean factors keep the identity map.
+
+    ``periodic`` hidden coordinates are circles: ``F`` sees ``(cos 2πz_j, sin 2πz_j)`` instead of
+    ``2z_j − 1`` and ``E`` outputs an angle for them (``atan2`` of two numbers, mod 1), so a loop of
+    ``M`` can map onto the hidden circle without a cut — the box ``[0,1]²`` with both coordinates
+    periodic is the torus, with one the cylinder, whose ends the Klein bottle glues with a flip.
+    The ER latent gives such a coordinate a wrapped posterior (shifted mod 1; the uniform prior
+    and the KL are unchanged).
     """
 
     kind = "learned"
 
     def __init__(self, manifold: Manifold, hidden=(128, 128), activation: str = "silu", *,
-                 encoder_activation: str = "relu"):
+                 encoder_activation: str = "relu", periodic=()):
         super().__init__()
         learned = compact_part(manifold)
         if learned is None:
             raise ValueError(f"a learned embedding needs a compact factor, got {manifold.spec}")
+        d = learned.dim
+        self.periodic = tuple(sorted({int(j) for j in periodic}))
+        if any(not 0 <= j < d for j in self.periodic):
+            raise ValueError(f"periodic hidden coordinates must lie in 0..{d - 1} (the compact "
+                             f"part of {manifold.spec} has {d}), got {list(periodic)}")
+        self._flat = tuple(j for j in range(d) if j not in self.periodic)
+        # E's outputs, flat coordinates first, then the periodic ones: back to coordinate order
+        order = list(self._flat) + list(self.periodic)
+        self.register_buffer("_unsort", torch.tensor([order.index(j) for j in range(d)],
+                                                     dtype=torch.long), persistent=False)
         self.manifold = manifold
         self.learned_manifold = learned
         self.hidden, self.activation = list(hidden), activation
         self.encoder_activation = encoder_activation
-        self.decoder = MLP(learned.dim, hidden, learned.ambient_dim, activation=activation)
-        self.encoder = MLP(learned.ambient_dim, hidden, learned.dim,
-                           activation=encoder_activation)
+        n_in = d + len(self.periodic)
+        self.decoder = MLP(n_in, hidden, learned.ambient_dim, activation=activation)
+        self.encoder = MLP(learned.ambient_dim, hidden, n_in, activation=encoder_activation)
         self._layout = [(f.compact, f.dim, f.ambient_dim) for f in manifold.factors()]
         self._mixed = not all(c for c, _, _ in self._layout)
 
+    def features(self, z: Tensor) -> Tensor:
+        """What ``F`` reads of hidden box coordinates ``z``: ``2z − 1``, and for each periodic
+        coordinate ``(cos 2πz_j, sin 2πz_j)`` in its place."""
+        if not self.periodic:
+            return 2.0 * z - 1.0
+        angle = 2.0 * math.pi * z[..., list(self.periodic)]
+        return torch.cat([2.0 * z[..., list(self._flat)] - 1.0, torch.cos(angle),
+                          torch.sin(angle)], -1)
+
     def compact(self, z: Tensor) -> Tensor:
         """``F(z)`` on the compact factors (hidden coordinates in ``[0,1]``)."""
-        return self.decoder(2.0 * z - 1.0)
+        return self.decoder(self.features(z))
 
     def forward(self, z: Tensor) -> Tensor:
         if not self._mixed:
@@ -115,19 +144,27 @@ class LearnedEmbedding(nn.Module):
         return torch.cat([next(parts) if c else b for b, (c, _, _) in zip(blocks, self._layout)], -1)
 
     def encode(self, m: Tensor) -> Tensor:
-        """``E(m)`` for points ``m`` of the compact factors."""
-        return torch.sigmoid(self.encoder(m))
+        """``E(m)`` for points ``m`` of the compact factors (periodic coordinates: an angle / 2π,
+        mod 1)."""
+        out = self.encoder(m)
+        if not self.periodic:
+            return torch.sigmoid(out)
+        nf, p = len(self._flat), len(self.periodic)
+        turn = torch.atan2(out[..., nf + p:], out[..., nf:nf + p]) / (2.0 * math.pi)
+        z = torch.cat([torch.sigmoid(out[..., :nf]), torch.remainder(turn, 1.0)], -1)
+        return z.index_select(-1, self._unsort)
 
     def arch(self) -> dict:
         """The architecture in plain data (saved with checkpoints; :meth:`from_arch` rebuilds)."""
         return {"kind": "learned", "hidden": list(self.hidden), "activation": self.activation,
-                "encoder_activation": self.encoder_activation}
+                "encoder_activation": self.encoder_activation, "periodic": list(self.periodic)}
 
     @classmethod
     def from_arch(cls, manifold: Manifold | str, arch: dict) -> "LearnedEmbedding":
         """An untrained embedding of the saved architecture, to receive saved weights."""
         return cls(parse_latent(manifold), arch["hidden"], arch["activation"],
-                   encoder_activation=arch.get("encoder_activation", arch["activation"]))
+                   encoder_activation=arch.get("encoder_activation", arch["activation"]),
+                   periodic=arch.get("periodic", ()))
 
 
 def _check_config(config: EmbedConfig) -> None:
@@ -182,7 +219,8 @@ def fit_learned_embedding(config: EmbedConfig, *,
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
             emb = LearnedEmbedding(full, config.hidden, config.activation,
-                                   encoder_activation=config.encoder_activation)
+                                   encoder_activation=config.encoder_activation,
+                                   periodic=config.periodic)
     except ValueError as err:
         raise ValueError(f"EmbedConfig: {err}") from None
     manifold = emb.learned_manifold          # Euclidean factors keep the identity map
@@ -190,7 +228,14 @@ def fit_learned_embedding(config: EmbedConfig, *,
     gen = torch.Generator().manual_seed(config.seed)
     # IMQ scales around the heuristic 2·dim·variance: U(0,1) has variance 1/12 per coordinate;
     # the per-coordinate variance of U(M) is estimated from a sample
-    hidden_scales = imq_scales(1.0 / 12.0, d, config.mmd_scales)
+    # with periodic coordinates the codes are compared as F reads them (circles as circles)
+    if emb.periodic:     # per-feature variance of U(0,1) read as F reads it: 1/3 flat, 1/2 periodic
+        code, n_code = emb.features, d + len(emb.periodic)
+        code_var = (len(emb._flat) / 3.0 + len(emb.periodic)) / n_code
+        hidden_scales = imq_scales(code_var, n_code, config.mmd_scales)
+    else:
+        code = lambda z: z          # noqa: E731
+        hidden_scales = imq_scales(1.0 / 12.0, d, config.mmd_scales)
     ambient_var = float(manifold.sample_uniform(4096, generator=gen).var(0).mean())
     ambient_scales = imq_scales(ambient_var, manifold.ambient_dim, config.mmd_scales)
     delta = config.cost_delta * math.sqrt(ambient_var * manifold.ambient_dim)
@@ -220,7 +265,7 @@ def fit_learned_embedding(config: EmbedConfig, *,
         rec_loss = cost(emb.compact(z), m)
         logging = step % 100 == 0 or step == wae_steps
         # the prior-prior term is constant: computed only when the value is logged
-        mmd = imq_mmd2_loss(z, torch.rand(batch, d, generator=gen), hidden_scales,
+        mmd = imq_mmd2_loss(code(z), code(torch.rand(batch, d, generator=gen)), hidden_scales,
                             with_y_term=logging)
         loss = rec_loss + lam * mmd
         opt.zero_grad(set_to_none=True)

@@ -25,6 +25,17 @@ from .base import LatentOutput, ManifoldLatent
 from .spec import LatentSpec
 
 
+def _learned_periodic(manifold, periodic) -> tuple[int, ...]:
+    """The hidden coordinates of ``manifold`` that a learned map's ``periodic`` coordinates (of
+    its compact part, see :class:`~manifold_vae.embeddings.LearnedEmbedding`) are."""
+    compact, offset = [], 0
+    for f in manifold.factors():
+        if f.compact:
+            compact += range(offset, offset + f.dim)
+        offset += f.dim
+    return tuple(compact[j] for j in periodic)
+
+
 class ERLatent(ManifoldLatent):
     """ER posterior on any manifold (and the Gaussian VAE's on ``R<k>``); see the module docstring.
 
@@ -32,7 +43,8 @@ class ERLatent(ManifoldLatent):
     of hidden coordinates of one kind, the locations — Beta mean logits or Gaussian means — then
     the scales — log concentrations or log standard deviations), then, with a group action,
     ``group_param_dim`` numbers for ``g(x)`` and, with an exact map, two numbers (an angle
-    ``c_j``) for each of the manifold's ``wrapped_hidden`` coordinates, which the encoder shifts:
+    ``c_j``) for each of the manifold's ``wrapped_hidden`` coordinates — with a learned map, for
+    each of its periodic coordinates, with or without a group action — which the encoder shifts:
     ``f(…, (z_j + c_j / 2π) mod 1, …)``. The shift preserves the box's uniform prior, so the KL and
     ``log p(z) − log q(z|x)`` are those of the unshifted ``z``, exactly as for ``g``.
     """
@@ -65,8 +77,10 @@ class ERLatent(ManifoldLatent):
             raise ValueError(f"embedding is for {emb_manifold.spec}, latent is {m.spec}")
         self.embedding.requires_grad_(False)
         self._exact = isinstance(self.embedding, ExactEmbedding)
-        # box coordinates the encoder shifts (mod 1): periodic ones the group does not move
-        wraps = m.wrapped_hidden if (spec.group_action and self._exact) else ()
+        # box coordinates the encoder shifts (mod 1): with an exact map, the periodic ones the
+        # group does not move (part of the group action); with a learned map, its periodic ones
+        wraps = ((m.wrapped_hidden if spec.group_action else ()) if self._exact
+                 else _learned_periodic(m, getattr(self.embedding, "periodic", ())))
         self.register_buffer("_wraps", torch.tensor(wraps, dtype=torch.long), persistent=False)
         blocks = self.hidden_space.blocks
         # which fast path the training step can take (one block of one kind)
@@ -74,8 +88,8 @@ class ERLatent(ManifoldLatent):
 
     @property
     def param_dim(self) -> int:
-        return self.hidden_space.param_dim + (self.manifold.group_param_dim + 2 * len(self._wraps)
-                                              if self.spec.group_action else 0)
+        group = self.manifold.group_param_dim if self.spec.group_action else 0
+        return self.hidden_space.param_dim + group + 2 * len(self._wraps)
 
     # ------------------------------------------------------------------ pieces
     def _split(self, raw: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -85,10 +99,9 @@ class ERLatent(ManifoldLatent):
         hidden = raw[..., :n]
         if self.spec.centred_posterior:
             hidden = hidden.masked_fill(self._centre_mask, 0.0)
-        if not self.spec.group_action:
-            return hidden, None, None
-        g = n + self.manifold.group_param_dim
-        return hidden, raw[..., n:g], (raw[..., g:] if len(self._wraps) else None)
+        g = n + (self.manifold.group_param_dim if self.spec.group_action else 0)
+        return (hidden, raw[..., n:g] if self.spec.group_action else None,
+                raw[..., g:g + 2 * len(self._wraps)] if len(self._wraps) else None)
 
     def posterior(self, raw: Tensor):
         return self.hidden_space.posterior(self._split(raw)[0])
@@ -140,7 +153,7 @@ class ERLatent(ManifoldLatent):
         if self._exact:     # fused g·f(z) where the manifold has one
             m = self.manifold.act_on_exact(self._wrap(self.to_box(z), shift_raw), group_raw)
         else:
-            m = self.point(z, self._element(group_raw))
+            m = self.point(z, self._element(group_raw), shift_raw)
 
         def log_ratio():
             q = self.hidden_space.posterior(hidden)

@@ -39,6 +39,9 @@ class ModelConfig(Config):
     # learned embedding (when latent.embedding == "learned"): WAE-MMD steps and widths
     embed_steps: int = 2000
     embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
+    # hidden coordinates (of the compact part) the learned map treats as circles, each with a
+    # wrapped posterior (embeddings/learned.py); e.g. [0] for the Klein bottle, [0, 1] for a torus
+    embed_periodic: list[int] = field(default_factory=list)
 
     def validate(self) -> "ModelConfig":
         if self.embed_steps < 1:
@@ -68,6 +71,16 @@ class ModelConfig(Config):
                              f"conv-rotate or splat, got {self.network!r}")
         if not self.embed_hidden or any(h < 1 for h in self.embed_hidden):
             raise UsageError(f"config: embed_hidden must be positive widths, got {self.embed_hidden}")
+        if self.embed_periodic:
+            if self.latent.embedding != "learned":
+                raise UsageError("config: embed_periodic shapes a map learned here; it needs "
+                                 f"embedding = learned, got {self.latent.embedding!r}")
+            d = sum(f.dim for f in self.latent.manifold_obj.factors() if f.compact)
+            if (len(set(self.embed_periodic)) != len(self.embed_periodic)
+                    or any(not 0 <= j < d for j in self.embed_periodic)):
+                raise UsageError(f"config: embed_periodic must be distinct hidden coordinates in "
+                                 f"0..{d - 1} (the compact part of {self.latent.manifold} has "
+                                 f"{d}), got {self.embed_periodic}")
         return self
 
 

@@ -104,7 +104,8 @@ def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print)
         return None
     if spec.embedding == "learned":
         ecfg = EmbedConfig(latent=spec.manifold, hidden=list(config.model.embed_hidden),
-                           steps=config.model.embed_steps, seed=config.seed)
+                           steps=config.model.embed_steps, seed=config.seed,
+                           periodic=list(config.model.embed_periodic))
         log(f"training a learned embedding for {spec.manifold} (WAE-MMD, {ecfg.steps} steps)")
         emb, _ = fit_learned_embedding(ecfg)
         report = embedding_quality(emb, emb.manifold)
@@ -305,7 +306,8 @@ def _skeleton(config: FitConfig, *, check: bool = True):
     if spec.embedding == "exact":
         return None
     if spec.embedding == "learned":
-        return LearnedEmbedding(spec.manifold_obj, config.model.embed_hidden)
+        return LearnedEmbedding(spec.manifold_obj, config.model.embed_hidden,
+                                periodic=config.model.embed_periodic)
     return load_given_embedding(spec, check=check)
 
 
