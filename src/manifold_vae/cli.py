@@ -353,6 +353,7 @@ def cmd_discover(args) -> int:
 def cmd_embed(args) -> int:
     from .common.files import write_json
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
+    from .embeddings.learned import periodic_coordinates
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
     from .reporting import embedding_summary
@@ -369,10 +370,10 @@ def cmd_embed(args) -> int:
         periodic = [int(j) for j in args.periodic.split(",") if j.strip()]
     except ValueError:
         raise UsageError(f"--periodic must be comma-separated integers, got {args.periodic!r}") from None
-    d = sum(f.dim for f in manifold.factors() if f.compact)
-    if len(set(periodic)) != len(periodic) or any(not 0 <= j < d for j in periodic):
-        raise UsageError(f"--periodic must be distinct hidden coordinates in 0..{d - 1} (the "
-                         f"compact part of {manifold.spec} has {d}), got {args.periodic}")
+    try:
+        periodic_coordinates(manifold, periodic)
+    except ValueError as err:
+        raise UsageError(f"--periodic {err}") from None
     cfg = EmbedConfig(latent=manifold.spec, seed=args.seed, periodic=periodic)
     if args.steps is not None:
         if args.steps < 1:

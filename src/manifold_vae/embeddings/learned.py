@@ -80,6 +80,18 @@ def compact_part(manifold: Manifold) -> Manifold | None:
     return factors[0] if len(factors) == 1 else Product(factors)
 
 
+def periodic_coordinates(manifold: Manifold, periodic) -> tuple[int, ...]:
+    """``periodic`` checked against the compact part of ``manifold`` (distinct hidden coordinates
+    in ``0..d−1``), sorted; ``ValueError`` naming the range otherwise."""
+    learned = compact_part(manifold)
+    d = learned.dim if learned is not None else 0
+    chosen = [int(j) for j in periodic]
+    if len(set(chosen)) != len(chosen) or any(not 0 <= j < d for j in chosen):
+        raise ValueError(f"must be distinct hidden coordinates in 0..{d - 1} (the compact part of "
+                         f"{manifold.spec} has {d}), got {list(periodic)}")
+    return tuple(sorted(chosen))
+
+
 class LearnedEmbedding(nn.Module):
     """``f = F``, the WAE decoder ``[0,1]^d -> R^n``; ``encode`` is the WAE encoder ``E``.
 
@@ -103,10 +115,10 @@ class LearnedEmbedding(nn.Module):
         if learned is None:
             raise ValueError(f"a learned embedding needs a compact factor, got {manifold.spec}")
         d = learned.dim
-        self.periodic = tuple(sorted({int(j) for j in periodic}))
-        if any(not 0 <= j < d for j in self.periodic):
-            raise ValueError(f"periodic hidden coordinates must lie in 0..{d - 1} (the compact "
-                             f"part of {manifold.spec} has {d}), got {list(periodic)}")
+        try:
+            self.periodic = periodic_coordinates(manifold, periodic)
+        except ValueError as err:
+            raise ValueError(f"periodic hidden coordinates {err}") from None
         self._flat = tuple(j for j in range(d) if j not in self.periodic)
         # E's outputs, flat coordinates first, then the periodic ones: back to coordinate order
         order = list(self._flat) + list(self.periodic)
@@ -121,6 +133,17 @@ class LearnedEmbedding(nn.Module):
         self.encoder = MLP(learned.ambient_dim, hidden, n_in, activation=encoder_activation)
         self._layout = [(f.compact, f.dim, f.ambient_dim) for f in manifold.factors()]
         self._mixed = not all(c for c, _, _ in self._layout)
+
+    @property
+    def wrapped_hidden(self) -> tuple[int, ...]:
+        """The periodic coordinates as indices of the whole manifold's hidden coordinates (the
+        compact factors' own, Euclidean factors skipped), as ``Manifold.wrapped_hidden``."""
+        compact, offset = [], 0
+        for is_compact, dim, _ in self._layout:
+            if is_compact:
+                compact += range(offset, offset + dim)
+            offset += dim
+        return tuple(compact[j] for j in self.periodic)
 
     def features(self, z: Tensor) -> Tensor:
         """What ``F`` reads of hidden box coordinates ``z``: ``2z − 1``, and for each periodic

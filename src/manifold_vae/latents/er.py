@@ -25,17 +25,6 @@ from .base import LatentOutput, ManifoldLatent
 from .spec import LatentSpec
 
 
-def _learned_periodic(manifold, periodic) -> tuple[int, ...]:
-    """The hidden coordinates of ``manifold`` that a learned map's ``periodic`` coordinates (of
-    its compact part, see :class:`~manifold_vae.embeddings.LearnedEmbedding`) are."""
-    compact, offset = [], 0
-    for f in manifold.factors():
-        if f.compact:
-            compact += range(offset, offset + f.dim)
-        offset += f.dim
-    return tuple(compact[j] for j in periodic)
-
-
 class ERLatent(ManifoldLatent):
     """ER posterior on any manifold (and the Gaussian VAE's on ``R<k>``); see the module docstring.
 
@@ -80,7 +69,7 @@ class ERLatent(ManifoldLatent):
         # box coordinates the encoder shifts (mod 1): with an exact map, the periodic ones the
         # group does not move (part of the group action); with a learned map, its periodic ones
         wraps = ((m.wrapped_hidden if spec.group_action else ()) if self._exact
-                 else _learned_periodic(m, getattr(self.embedding, "periodic", ())))
+                 else getattr(self.embedding, "wrapped_hidden", ()))
         self.register_buffer("_wraps", torch.tensor(wraps, dtype=torch.long), persistent=False)
         blocks = self.hidden_space.blocks
         # which fast path the training step can take (one block of one kind)

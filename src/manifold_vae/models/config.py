@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..common.config import Config
+from ..embeddings.learned import periodic_coordinates
 from ..errors import UsageError
 from ..latents import LatentSpec, ManifoldLatent
 from ..likelihoods import LIKELIHOODS
@@ -75,12 +76,10 @@ class ModelConfig(Config):
             if self.latent.embedding != "learned":
                 raise UsageError("config: embed_periodic shapes a map learned here; it needs "
                                  f"embedding = learned, got {self.latent.embedding!r}")
-            d = sum(f.dim for f in self.latent.manifold_obj.factors() if f.compact)
-            if (len(set(self.embed_periodic)) != len(self.embed_periodic)
-                    or any(not 0 <= j < d for j in self.embed_periodic)):
-                raise UsageError(f"config: embed_periodic must be distinct hidden coordinates in "
-                                 f"0..{d - 1} (the compact part of {self.latent.manifold} has "
-                                 f"{d}), got {self.embed_periodic}")
+            try:
+                periodic_coordinates(self.latent.manifold_obj, self.embed_periodic)
+            except ValueError as err:
+                raise UsageError(f"config: embed_periodic {err}") from None
         return self
 
 

@@ -3,8 +3,8 @@
 Each step takes the batch of that step, computes the (KL-warmed) negative ELBO, clips the gradient
 and steps Adam and the learning-rate schedule; a step with a non-finite loss or gradient is
 skipped (persistent ones stop the run). With ``weight_average`` a moving average of the weights
-follows them; it is what the hooks score and what the run ends in. Every ``log_every`` steps the averages form a row that the
-hooks (:mod:`.hooks`) see in turn: early stopping scores the model on held-out rows, the metrics
+follows them; it is what the hooks score and what the run ends in. Every ``log_every`` steps the
+averages form a row that the hooks (:mod:`.hooks`) see in turn: early stopping scores the model on held-out rows, the metrics
 log writes the row, TensorBoard and the progress callback show it. Checkpoints are written every
 ``checkpoint_every`` steps, on SIGINT/SIGTERM and at the end.
 
