@@ -145,23 +145,29 @@ def test_rotating_decoder_is_equivariant_to_quarter_turns():
     assert torch.allclose(rotate_images(a, torch.full((4,), math.pi / 2)), b, atol=1e-5)
 
 
-@pytest.mark.parametrize("latent,ga,order", [("S1xR4", True, 4), ("S1xR4", True, 2), ("R5", False, 4),
-                                             ("vmf:S5", False, 2)])
-def test_symmetrized_encoder_turns_its_vector_with_the_image(latent, ga, order):
-    """Turning the image by 2π/n turns the latent-angle 2-vector by 2π/n; nothing else changes."""
+@pytest.mark.parametrize("latent,ga,order,heads", [("S1xR4", True, 4, 1), ("S1xR4", True, 2, 1),
+                                                   ("R5", False, 4, 1), ("vmf:S5", False, 2, 1),
+                                                   ("S1xR4", True, 4, 3)])
+def test_symmetrized_encoder_turns_its_vector_with_the_image(latent, ga, order, heads):
+    """Turning the image by 2π/n turns the latent-angle 2-vector (of every hypothesis) by 2π/n;
+    nothing else changes."""
     torch.manual_seed(0)
     model = build(256, latent, group_action=ga, likelihood="bernoulli", network="conv-rotate",
-                image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16], encoder_symmetry=order)
+                  image_shape=[1, 16, 16], hidden=[32], conv_channels=[8, 16], encoder_symmetry=order,
+                  hypotheses=heads)
     assert type(model.encoder).__name__ == "SymmetrizedEncoder"
     x = torch.rand(3, 256)
     a = model.encoder(x)
     b = model.encoder(torch.rot90(x.reshape(3, 1, 16, 16), 4 // order, dims=(2, 3)).reshape(3, 256))
-    i, t = model.encoder.vector, 2 * math.pi / order
-    va = a[:, i:i + 2]
-    turned = torch.stack([math.cos(t) * va[:, 0] - math.sin(t) * va[:, 1],
-                          math.sin(t) * va[:, 0] + math.cos(t) * va[:, 1]], -1)
-    assert torch.allclose(turned, b[:, i:i + 2], atol=1e-6)
-    keep = [j for j in range(a.shape[1]) if j not in (i, i + 1)]
+    t = 2 * math.pi / order
+    slots = model.encoder.vectors
+    assert slots == [h * model.latent.param_dim + model.latent.turning_slot() for h in range(heads)]
+    for i in slots:
+        va = a[:, i:i + 2]
+        turned = torch.stack([math.cos(t) * va[:, 0] - math.sin(t) * va[:, 1],
+                              math.sin(t) * va[:, 0] + math.cos(t) * va[:, 1]], -1)
+        assert torch.allclose(turned, b[:, i:i + 2], atol=1e-6)
+    keep = [j for j in range(a.shape[1]) if not any(j in (i, i + 1) for i in slots)]
     assert torch.allclose(a[:, keep], b[:, keep], atol=1e-6)
 
 

@@ -130,6 +130,10 @@ class ManifoldLatent(nn.Module):
         """``q(z|x)``, a ``torch.distributions.Distribution`` over the hidden sample."""
 
     @abstractmethod
+    def kl(self, raw: Tensor) -> Tensor:
+        """``KL(q(z|x) || p(z))`` per example in closed form, without drawing a sample."""
+
+    @abstractmethod
     def mean_point(self, raw: Tensor) -> Tensor:
         """The posterior's central point on ``M`` (``g(x) · f(mean of q)`` for ER)."""
 

@@ -156,8 +156,11 @@ class ERLatent(ManifoldLatent):
         hidden, group_raw, shift_raw = self._split(raw)
         z, log_ratio = self.hidden_space.sample_with_log_ratio(hidden, k)
         return LatentOutput(self.point(z.to(raw.dtype), self._element(group_raw), shift_raw), z,
-                            lambda: self.hidden_space.kl(self.hidden_space.posterior(hidden)),
+                            lambda: self.kl(raw),
                             log_ratio)
+
+    def kl(self, raw: Tensor) -> Tensor:
+        return self.hidden_space.kl(self.posterior(raw))
 
     def mean_point(self, raw: Tensor) -> Tensor:
         hidden, group_raw, shift_raw = self._split(raw)

@@ -53,6 +53,11 @@ class SphericalLatent(ManifoldLatent):
         return LatentOutput(m.to(raw.dtype), m, lambda: kl_divergence(q, HypersphericalUniform(
             p, dtype=m.dtype, device=m.device)), -log_sphere_volume(p) - q.log_prob(m))
 
+    def kl(self, raw: Tensor) -> Tensor:
+        q = self.posterior(raw)
+        return kl_divergence(q, HypersphericalUniform(self.manifold.ambient_dim, dtype=q.loc.dtype,
+                                                      device=q.loc.device))
+
     def mean_point(self, raw: Tensor) -> Tensor:
         return self.posterior(raw).loc
 

@@ -37,6 +37,9 @@ class ModelConfig(Config):
     # weight of the in-plane turn-consistency training term (models/equivariance.py; 0: off):
     # turning an image by α must turn the latent's planar angle (splat: its object) by α
     turn_consistency: float = 0.0
+    # posterior hypotheses per example, the best one (ELBO at its central point) chosen: an
+    # encoder that may jump where one continuous map would fold M (models/vae.py)
+    hypotheses: int = 1
     # learned embedding (when latent.embedding == "learned"): WAE-MMD steps and widths
     embed_steps: int = 2000
     embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
@@ -70,6 +73,8 @@ class ModelConfig(Config):
         if self.turn_consistency > 0 and self.network not in ("conv", "conv-rotate", "splat"):
             raise UsageError("config: turn_consistency turns images; it needs network conv, "
                              f"conv-rotate or splat, got {self.network!r}")
+        if not 1 <= self.hypotheses <= 64:
+            raise UsageError(f"config: hypotheses must be an integer from 1 to 64, got {self.hypotheses}")
         if not self.embed_hidden or any(h < 1 for h in self.embed_hidden):
             raise UsageError(f"config: embed_hidden must be positive widths, got {self.embed_hidden}")
         if self.embed_periodic:
@@ -96,6 +101,6 @@ def build_model(config: ModelConfig, data_dim: int, *, embedding: torch.nn.Modul
         likelihood = LIKELIHOODS[config.likelihood](data_dim)
         encoder, decoder = NETWORKS[config.network](data_dim, latent, config)
         return VAE(encoder, latent, decoder, likelihood, turn_consistency=config.turn_consistency,
-                   image_shape=tuple(config.image_shape) or None)
+                   image_shape=tuple(config.image_shape) or None, hypotheses=config.hypotheses)
     except ValueError as err:
         raise UsageError(str(err)) from None

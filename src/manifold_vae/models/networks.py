@@ -206,19 +206,21 @@ class SymmetrizedEncoder(nn.Module):
 
         out(x) = (1/n) Σ_k ρ_k⁻¹ · base(rot_k x)
 
-    where ``rot_k`` turns the image by ``k·2π/n`` counter-clockwise and ``ρ_k`` rotates the two
-    output coordinates ``vector`` by the same angle and leaves the others alone. Hence
+    where ``rot_k`` turns the image by ``k·2π/n`` counter-clockwise and ``ρ_k`` rotates the
+    2-vectors of outputs starting at ``vector`` (one index or a list: one per hypothesis) by the same angle and leaves the others alone. Hence
     ``out(rot x)`` has the 2-vector turned by ``2π/n`` and every other output unchanged: an
     encoder that cannot confuse a digit with its half-turned copy."""
 
-    def __init__(self, base: ConvEncoder, order: int, vector: int):
+    def __init__(self, base: ConvEncoder, order: int, vector: int | list[int]):
         super().__init__()
         if order not in (1, 2, 4):
             raise ValueError(f"encoder symmetry order must be 1, 2 or 4, got {order}")
         _, h, w = base.image_shape
         if order == 4 and h != w:
             raise ValueError("quarter-turn symmetry needs square images")
-        self.base, self.order, self.vector = base, order, int(vector)
+        self.base, self.order = base, order
+        self.vectors = [int(vector)] if isinstance(vector, int) else [int(v) for v in vector]
+        self.register_buffer("_x", torch.tensor(self.vectors, dtype=torch.long), persistent=False)
         self.image_shape = base.image_shape
         self.in_dim, self.out_dim = base.in_dim, base.out_dim
 
@@ -229,21 +231,29 @@ class SymmetrizedEncoder(nn.Module):
         step = 4 // self.order
         turned = torch.cat([torch.rot90(img, k * step, dims=(2, 3)) for k in range(self.order)])
         out = self.base(turned.reshape(self.order * b, -1)).reshape(self.order, b, -1)
-        i = self.vector
         angles = torch.arange(self.order, dtype=out.dtype, device=out.device) * (2 * math.pi / self.order)
-        c, s = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
-        vx, vy = out[..., i], out[..., i + 1]
-        # ρ_k⁻¹ v: turn the k-th copy's vector back by k·2π/n
-        back = torch.stack([c * vx + s * vy, -s * vx + c * vy], -1)
-        res = torch.cat([out[..., :i], back, out[..., i + 2:]], -1).mean(0)
-        return res.reshape(*lead, -1)
+        c, s = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]
+        vx, vy = out[..., self._x], out[..., self._x + 1]
+        # ρ_k⁻¹ v: turn the k-th copy's vectors back by k·2π/n
+        out = out.index_copy(-1, self._x, c * vx + s * vy).index_copy(-1, self._x + 1, -s * vx + c * vy)
+        return out.mean(0).reshape(*lead, -1)
 
 
 # ---------------------------------------------------------------------- ready-made pairs
+def _hypotheses(config) -> int:
+    return int(getattr(config, "hypotheses", 1))
+
+
+def encoder_outputs(latent, config) -> int:
+    """Numbers the encoder emits per example: ``param_dim`` for each posterior hypothesis."""
+    return _hypotheses(config) * latent.param_dim
+
+
 def mlp_networks(data_dim: int, latent, config) -> tuple[nn.Module, nn.Module]:
-    """MLP encoder ``D -> hidden -> latent.param_dim`` and decoder ``point_dim -> reversed hidden
-    -> D``."""
-    encoder = MLP(data_dim, config.hidden, latent.param_dim, activation=config.activation)
+    """MLP encoder ``D -> hidden -> hypotheses · latent.param_dim`` and decoder ``point_dim ->
+    reversed hidden -> D``."""
+    encoder = MLP(data_dim, config.hidden, encoder_outputs(latent, config),
+                  activation=config.activation)
     decoder = MLP(latent.point_dim, list(config.hidden)[::-1], data_dim,
                   activation=config.activation)
     return encoder, decoder
@@ -257,11 +267,12 @@ def _image_networks(decoder_cls):
         if math.prod(int(s) for s in shape) != int(data_dim):
             raise ValueError(f"image_shape {list(shape)} has {math.prod(int(s) for s in shape)} "
                              f"pixels but the data have {data_dim} columns")
-        encoder = ConvEncoder(shape, config.hidden, latent.param_dim,
+        encoder = ConvEncoder(shape, config.hidden, encoder_outputs(latent, config),
                               channels=config.conv_channels, activation=config.activation)
         slot = latent.turning_slot()
         if config.encoder_symmetry > 1 and slot is not None:
-            encoder = SymmetrizedEncoder(encoder, config.encoder_symmetry, slot)
+            slots = [h * latent.param_dim + slot for h in range(_hypotheses(config))]
+            encoder = SymmetrizedEncoder(encoder, config.encoder_symmetry, slots)
         # the splat decoder has no convolution stack to size: it takes no channels
         sizes = {} if decoder_cls is SplatDecoder else {"channels": config.conv_channels}
         decoder = decoder_cls(latent.point_dim, list(config.hidden)[::-1], shape,

@@ -35,6 +35,15 @@ class VAE(nn.Module):
         turn_consistency: weight of the in-plane turn-consistency term for image data
             (:mod:`.equivariance`; 0: off), which needs ``image_shape`` ``(C, H, W)``. It is
             added to the training loss only; the ELBO and IWAE are the model's own.
+        hypotheses: ``H`` posteriors per example (the encoder then emits
+            ``H · latent.param_dim`` numbers, hypothesis after hypothesis). Each example's
+            posterior is the hypothesis with the best ELBO at its central point,
+            ``log p(x | decoder(m̄_h)) − KL_h`` (:meth:`choose`): a deterministic function of
+            ``x``, so the ELBO and IWAE of the chosen posterior are bounds of the same model as
+            with one hypothesis. Training takes the chosen one's ELBO (winner takes all, as in
+            multiple-choice learning, Guzman-Rivera et al. 2012; Rupprecht et al.,
+            arXiv:1612.00197): an encoder can then be discontinuous where one continuous map
+            would fold the manifold (e.g. a pose and the pose an object looks alike in).
 
     Example::
 
@@ -50,8 +59,11 @@ class VAE(nn.Module):
 
     def __init__(self, encoder: nn.Module, latent: ManifoldLatent, decoder: nn.Module,
                  likelihood: Likelihood, *, turn_consistency: float = 0.0,
-                 image_shape: tuple[int, ...] | None = None):
+                 image_shape: tuple[int, ...] | None = None, hypotheses: int = 1):
         super().__init__()
+        if int(hypotheses) != hypotheses or hypotheses < 1:
+            raise ValueError(f"hypotheses must be a positive integer, got {hypotheses}")
+        self.hypotheses = int(hypotheses)
         if turn_consistency < 0:
             raise ValueError(f"turn_consistency must be >= 0, got {turn_consistency}")
         if turn_consistency > 0 and (image_shape is None or len(image_shape) != 3):
@@ -96,7 +108,8 @@ class VAE(nn.Module):
     def loss(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
         """Negative (β-weighted) ELBO averaged over the batch, with its parts (per-example means)."""
         x_obs = self.likelihood.observe(x)
-        raw = self.encoder(x_obs).float()
+        every = self.raw(x_obs).float()
+        raw = self.choose(x_obs, every)
         out = self.latent(raw)
         rec = self.likelihood.log_prob(x_obs, self.decoder(out.point))
         kl = out.kl
@@ -104,16 +117,17 @@ class VAE(nn.Module):
         parts = {"elbo": (rec - kl).detach().mean(), "kl": kl.detach().mean(),
                  "reconstruction": rec.detach().mean()}
         if self.turn_weight > 0 and self.training:
-            turn = self._turn_consistency(x, raw).mean()
+            turn = self._turn_consistency(x, every).mean()
             loss = loss + self.turn_weight * turn
             parts["turn_consistency"] = turn.detach()
         return {"loss": loss, **parts}
 
     def _turn_consistency(self, x: Tensor, raw: Tensor) -> Tensor:
         """The turn-consistency penalty per example (:mod:`.equivariance`): on the rotation a
-        3D decoder turns its object by (``decoder.rotation``), else on the planar angle."""
+        3D decoder turns its object by (``decoder.rotation``), else on the planar angle; asked
+        of every hypothesis (``raw`` as :meth:`raw` gives it)."""
         def point(obs):
-            return self.latent.mean_point(self.encoder(obs).float())
+            return self.latent.mean_point(self.raw(obs).float())
         rotation = getattr(self.decoder, "rotation", None)
         if rotation is not None:
             return rotation_turn_consistency(lambda obs: rotation(point(obs)), x,
@@ -126,17 +140,50 @@ class VAE(nn.Module):
         """Same as :meth:`loss` (so that DistributedDataParallel sees the training objective)."""
         return self.loss(x, kl_weight)
 
+    # ------------------------------------------------------------------ hypotheses
+    def raw(self, x_obs: Tensor) -> Tensor:
+        """The encoder's raw outputs: ``(..., param_dim)``, or ``(H, ..., param_dim)`` with
+        ``H > 1`` hypotheses."""
+        raw = self.encoder(x_obs)
+        want = self.hypotheses * self.latent.param_dim
+        if raw.shape[-1] != want:
+            raise ValueError(f"the encoder emits {raw.shape[-1]} numbers per example; the latent "
+                             f"{self.spec.name} with {self.hypotheses} hypothes"
+                             f"{'is' if self.hypotheses == 1 else 'es'} needs {want}")
+        if self.hypotheses == 1:
+            return raw
+        return raw.unflatten(-1, (self.hypotheses, -1)).movedim(-2, 0)
+
+    def choose(self, x_obs: Tensor, raw: Tensor) -> Tensor:
+        """Each example's posterior parameters ``(..., param_dim)`` from :meth:`raw`'s outputs:
+        with hypotheses, the one of best ``log p(x | decoder(m̄_h)) − KL_h`` (``m̄_h`` the
+        central point; no sample is drawn, so the choice is a function of ``x`` alone).
+        Gradients reach the chosen hypothesis only."""
+        if self.hypotheses == 1:
+            return raw
+        return raw.gather(0, self.chosen(x_obs, raw)[None, ..., None].expand_as(raw[:1]))[0]
+
+    @torch.no_grad()
+    def chosen(self, x_obs: Tensor, raw: Tensor) -> Tensor:
+        """Index of the chosen hypothesis per example (see :meth:`choose`), shape ``raw.shape[1:-1]``."""
+        if self.hypotheses == 1:
+            return torch.zeros(raw.shape[:-1], dtype=torch.long, device=raw.device)
+        score = (self.likelihood.log_prob(x_obs, self.decoder(self.latent.mean_point(raw)))
+                 - self.latent.kl(raw))
+        return score.argmax(0)
+
     # ------------------------------------------------------------------ evaluation
     def log_weights(self, x: Tensor, k: int) -> Tensor:
         """Importance log-weights ``log p(x|m_k) + log p(z_k) - log q(z_k|x)``, shape ``(k, B)``."""
         x_obs = self.likelihood.transform(x)
-        out = self.latent.sample(self.encoder(x_obs), k)
+        out = self.latent.sample(self.choose(x_obs, self.raw(x_obs)), k)
         return self.likelihood.log_prob(x_obs, self.decoder(out.point)) + out.log_ratio
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
         """The posterior's central latent point on ``M`` for each observation."""
-        return self.latent.mean_point(self.encoder(self.likelihood.transform(x)))
+        x_obs = self.likelihood.transform(x)
+        return self.latent.mean_point(self.choose(x_obs, self.raw(x_obs)))
 
     @torch.no_grad()
     def decode_mean(self, m: Tensor) -> Tensor:
