@@ -1,14 +1,14 @@
 """Relative-angle recovery on the rotated digits under training variants: the likelihood
-(Bernoulli with dynamic binarization, or continuous Bernoulli on grey levels) and the weight of the
-in-plane turn-consistency term. Trains the chosen rows of the images suite's digits table (its data,
-networks and steps; one seed unless told) and prints, per row, the test IWAE, the suite's
+(Bernoulli with dynamic binarization, or continuous Bernoulli on grey levels), the weight of the
+in-plane turn-consistency term and the number of posterior hypotheses per image. Trains the chosen
+rows of the images suite's digits table (its data, networks and steps; one seed unless told) and prints, per row, the test IWAE, the suite's
 relative-angle metrics on the classes 2 3 4 5 6 7 9 (median error, fraction within 30°, ρ), ρ per
 class, and two diagnostics of the encoder's angle reading on grey test images: how often it moves
 by more than 90° under a second binarization of the same image (Bernoulli rows), and under a turn
 of the image by a uniform α (the quantity the turn-consistency term penalizes).
 
     python benchmarks/digits_angles.py --rows gauss,er-ga --likelihood continuous-bernoulli \
-        --turn-consistency 10 [--steps 2500] [--seeds 1] [--out results/digits-angles]
+        --turn-consistency 10 [--hypotheses 2] [--steps 2500] [--seeds 1] [--out results/digits-angles]
 
 Finished runs in OUT are reused (same config and data); each setting needs its own OUT.
 """
@@ -32,10 +32,10 @@ def reading_flips(model, x: torch.Tensor, shape, seed: int = 0) -> dict:
     """Fractions of grey test images whose latent angle moves by more than 90°: under a second
     binarization (likelihoods that binarize) and under a turn by α ~ U[0, 2π)."""
     g = torch.Generator().manual_seed(seed)
-    lik, enc = model.likelihood, model.encoder
+    lik = model.likelihood
 
-    def angle(obs):
-        return planar_angle(model.latent.mean_point(enc(obs)))
+    def angle(obs):     # the chosen hypothesis's reading (the only one without hypotheses)
+        return planar_angle(model.latent.mean_point(model.choose(obs, model.raw(obs))))
 
     def observe(v):
         return torch.bernoulli(v, generator=g) if lik.name == "bernoulli" else lik.transform(v)
@@ -59,6 +59,8 @@ def main() -> None:
                     help="digits rows of the images suite (gauss, vmf, powerspherical, er, er-ga)")
     ap.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "continuous-bernoulli"])
     ap.add_argument("--turn-consistency", type=float, default=0.0)
+    ap.add_argument("--hypotheses", type=int, default=1,
+                    help="posterior hypotheses per image (the model key `hypotheses`)")
     ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--workers", type=int, default=2)
@@ -71,13 +73,15 @@ def main() -> None:
     settings = images.ImageSuiteSettings(
         datasets=["digits"], seeds=args.seeds, workers=args.workers,
         digits=base.digits.replace(steps=args.steps, likelihood=args.likelihood,
-                                   turn_consistency=args.turn_consistency))
+                                   turn_consistency=args.turn_consistency,
+                                   hypotheses=args.hypotheses))
     out = Path(args.out)
     res = images.reproduce_images(settings, out, log=lambda s: print(s, flush=True))
     d = res["datasets"]["digits"]
     data = load_image_dataset(out / "data" / "digits.npz")
     grey = torch.from_numpy(data["x"][np.flatnonzero(data["test"])])
     print(f"\nlikelihood {args.likelihood}, turn_consistency {args.turn_consistency:g}, "
+          f"hypotheses {args.hypotheses}, "
           f"{args.steps} steps, {args.seeds} seed(s)")
     for row in d["rows"]:
         g = d["recovery"][row["key"]]

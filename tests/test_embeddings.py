@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from manifold_vae.embeddings import (EmbedConfig, ExactEmbedding, embedding_quality,
-                                     fit_learned_embedding, load_embedding, log_volume_element,
-                                     pushforward_log_density, save_embedding)
+                                     fit_learned_embedding, imq_mmd2, load_embedding,
+                                     log_volume_element, pushforward_log_density, save_embedding)
 from manifold_vae.errors import CheckpointError
 from manifold_vae.manifolds import parse_latent
 
@@ -185,5 +185,65 @@ def test_periodic_coordinates_are_checked_before_anything_is_written(tmp_path, c
     assert main(["embed", "--latent", "K2", "--periodic", "x", "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "--periodic must be distinct hidden coordinates in 0..1" in err
-    assert "--periodic must be comma-separated integers" in err
+    assert "--periodic must be 'auto' or comma-separated integers" in err
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("spec,count", [("S1", 2), ("S1xR2", 2), ("T2", 4), ("K2", 4), ("SO3", 8),
+                                        ("T4", 6)])
+def test_periodic_search_tries_every_choice_of_small_manifolds(spec, count):
+    from manifold_vae.embeddings.periodic import periodic_candidates
+
+    tries = periodic_candidates(parse_latent(spec))
+    assert len(tries) == count == len(set(tries)) and () in tries
+    assert max(tries, key=len) == tuple(range(len(max(tries, key=len))))   # all of them, in order
+
+
+def test_periodic_search_ranks_trusted_maps_first_then_by_folds_then_mmd():
+    from manifold_vae.embeddings.periodic import rank_key
+
+    def report(problems, off, mmd):
+        return {"problems": problems, "off_fraction": off, "mmd": mmd, "mmd_null_mean": 0.0,
+                "mmd_null_std": 1.0}
+    ranked = sorted([report(["x"], 0.0, 0.0), report([], 0.04, 0.0), report([], 0.01, 5.0),
+                     report([], 0.01, 1.0)], key=rank_key)
+    assert [(bool(r["problems"]), r["off_fraction"], r["mmd"]) for r in ranked] == [
+        (False, 0.01, 1.0), (False, 0.01, 5.0), (False, 0.04, 0.0), (True, 0.0, 0.0)]
+
+
+def test_embed_periodic_auto_keeps_the_circle_periodic(tmp_path, capsys):
+    """`embed --periodic auto` trains a map per choice and keeps the best: on the circle, the
+    periodic map (a flat one must close up at the seam, which 200 steps do not teach it)."""
+    import json
+
+    from manifold_vae.cli import main
+
+    out = tmp_path / "e"
+    assert main(["embed", "--latent", "S1", "--periodic", "auto", "--steps", "200", "--out", str(out)]) == 0
+    said = capsys.readouterr().err
+    assert "periodic none:" in said and "periodic [0]:" in said and "kept periodic [0]" in said
+    saved = json.loads((out / "report.json").read_text())
+    assert [t["periodic"] for t in saved["periodic_search"]] == [[], [0]]
+    assert load_embedding(out).periodic == (0,)
+    assert not saved["report"]["problems"]
+
+
+def test_reference_mmd_equals_the_training_estimate():
+    """The evaluation estimate (cdist, per-scale sums) and the training one (one distance matrix,
+    hand-written gradient) are two codes for the same U-statistic: equal in float64."""
+    from manifold_vae.embeddings.mmd import imq_mmd2_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(200, 3, generator=gen, dtype=torch.float64) + 0.2
+    scales = [0.5, 1.0, 3.0]
+    ref = imq_mmd2(x, y, scales)
+    torch.testing.assert_close(imq_mmd2_loss(x, y, scales, with_y_term=True), ref)
+    # by the formula, term by term
+    def k(a, b):
+        d = torch.cdist(a, b).pow(2)
+        return sum(c / (c + d) for c in scales)
+    n, m = len(x), len(y)
+    naive = ((k(x, x).sum() - n * 3) / (n * (n - 1)) + (k(y, y).sum() - m * 3) / (m * (m - 1))
+             - 2 * k(x, y).mean())
+    torch.testing.assert_close(ref, naive)

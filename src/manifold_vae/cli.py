@@ -15,6 +15,7 @@ shows the traceback).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -123,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="WAE training steps (default 2000)")
     p.add_argument("--periodic", default="", help="hidden coordinates the map treats as circles, "
                                                   "comma-separated (e.g. 0 for the Klein bottle, "
-                                                  "0,1 for a torus; default none)")
+                                                  "0,1 for a torus; default none), or 'auto': "
+                                                  "train one map per choice, keep the best by "
+                                                  "its quality report")
     p.add_argument("--seed", type=int, default=0, help="seed of the WAE (default 0)")
     p.add_argument("--out", required=True, help="directory for embedding.pt, report.json and "
                                                 "embedding.png; use it with fit --embedding DIR")
@@ -354,6 +357,7 @@ def cmd_embed(args) -> int:
     from .common.files import write_json
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
     from .embeddings.learned import periodic_coordinates
+    from .embeddings.periodic import periodic_candidates, search_periodic
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
     from .reporting import embedding_summary
@@ -366,10 +370,12 @@ def cmd_embed(args) -> int:
     if not any(f.compact for f in manifold.factors()):
         raise UsageError(f"a learned embedding needs a compact factor (S<n>, T<k>, SO3, K2, …), "
                          f"got {manifold.spec}")
+    search = args.periodic.strip() == "auto"
     try:
-        periodic = [int(j) for j in args.periodic.split(",") if j.strip()]
+        periodic = [] if search else [int(j) for j in args.periodic.split(",") if j.strip()]
     except ValueError:
-        raise UsageError(f"--periodic must be comma-separated integers, got {args.periodic!r}") from None
+        raise UsageError(f"--periodic must be 'auto' or comma-separated integers, got "
+                         f"{args.periodic!r}") from None
     try:
         periodic_coordinates(manifold, periodic)
     except ValueError as err:
@@ -380,11 +386,21 @@ def cmd_embed(args) -> int:
             raise UsageError("--steps must be positive")
         cfg.steps = args.steps
     out = Path(args.out)
-    _say(args, f"training a WAE-MMD embedding for {manifold.spec} ({cfg.steps} steps)")
-    emb, history = fit_learned_embedding(cfg)
-    report = embedding_quality(emb, manifold)
+    saved = {}
+    if search:
+        tries = periodic_candidates(manifold)
+        _say(args, f"training {len(tries)} WAE-MMD embeddings for {manifold.spec} ({cfg.steps} "
+                   f"steps each), one per choice of periodic hidden coordinates")
+        emb, history, report, tried = search_periodic(cfg, manifold, log=lambda m: _say(args, m))
+        cfg = dataclasses.replace(cfg, periodic=list(emb.periodic))
+        _say(args, f"kept periodic {list(emb.periodic) or 'none'}")
+        saved = {"periodic_search": tried}
+    else:
+        _say(args, f"training a WAE-MMD embedding for {manifold.spec} ({cfg.steps} steps)")
+        emb, history = fit_learned_embedding(cfg)
+        report = embedding_quality(emb, manifold)
     save_embedding(emb, out, report=report, config=cfg)
-    write_json(out / "report.json", {"report": report, "history": history})
+    write_json(out / "report.json", {"report": report, "history": history, **saved})
     plot_embedding(emb.compact, emb.learned_manifold, out / "embedding.png")
     _finish(args, embedding_summary(report, out), report)
     check_trusted(report["problems"], manifold.spec)   # after the files, so they can be inspected

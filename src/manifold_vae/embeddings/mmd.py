@@ -30,10 +30,13 @@ def imq_scales(variance_per_dim: float, dim: int,
 
 
 def _imq_sum(sqdist: Tensor, scales: Sequence[float]) -> Tensor:
-    out = torch.zeros_like(sqdist)
+    """``Σ_ij Σ_C C/(C + D_ij)`` with one scratch matrix (no temporaries per scale)."""
+    t = torch.empty_like(sqdist)
+    total = sqdist.new_zeros(())
     for c in scales:
-        out = out + c / (c + sqdist)
-    return out
+        torch.add(sqdist, c, out=t).reciprocal_()
+        total = total + c * t.sum()
+    return total
 
 
 def imq_mmd2(x: Tensor, y: Tensor, scales: Sequence[float]) -> Tensor:
@@ -45,8 +48,8 @@ def imq_mmd2(x: Tensor, y: Tensor, scales: Sequence[float]) -> Tensor:
     kyy = _imq_sum(torch.cdist(y, y).pow(2), scales)
     kxy = _imq_sum(torch.cdist(x, y).pow(2), scales)
     s = float(len(scales))  # diagonal of each kernel sum: k(a, a) = 1 per scale
-    return ((kxx.sum() - n * s) / (n * (n - 1)) + (kyy.sum() - m * s) / (m * (m - 1))
-            - 2 * kxy.mean())
+    return ((kxx - n * s) / (n * (n - 1)) + (kyy - m * s) / (m * (m - 1))
+            - 2 * kxy / (n * m))
 
 
 def _squared_distances(x: Tensor, y: Tensor) -> Tensor:
