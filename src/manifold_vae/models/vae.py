@@ -158,7 +158,8 @@ class VAE(nn.Module):
         """Each example's posterior parameters ``(..., param_dim)`` from :meth:`raw`'s outputs:
         with hypotheses, the one of best ``log p(x | decoder(m̄_h)) − KL_h`` (``m̄_h`` the
         central point; no sample is drawn, so the choice is a function of ``x`` alone).
-        Gradients reach the chosen hypothesis only."""
+        Gradients reach the chosen hypothesis only. The choice runs the decoder on the ``H``
+        central points without gradients (a decoder that keeps batch statistics sees them)."""
         if self.hypotheses == 1:
             return raw
         return raw.gather(0, self.chosen(x_obs, raw)[None, ..., None].expand_as(raw[:1]))[0]
