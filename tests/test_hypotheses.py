@@ -53,6 +53,8 @@ def test_chosen_hypothesis_is_the_best_at_its_central_point(latent, ga):
     chosen = model.chosen(x, raw)
     assert torch.equal(chosen, _scores(model, x, raw).argmax(0))
     assert len(set(chosen.tolist())) > 1          # a random encoder's heads each win somewhere
+    shares = torch.bincount(chosen, minlength=3).double() / 64
+    assert model.hypothesis_shares(x) == pytest.approx(shares.tolist())
     picked = raw[chosen, torch.arange(64)]
     assert torch.equal(model.choose(x, raw), picked)
     assert torch.allclose(model.embed(x), model.latent.mean_point(picked))
@@ -153,6 +155,8 @@ def test_fit_and_evaluate_with_hypotheses(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["config"]["model"]["hypotheses"] == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["test_iwae"]) and metrics["test_iwae"] >= metrics["test_elbo"]
+    shares = metrics["hypothesis_shares"]           # which heads the test rows take
+    assert len(shares) == 3 and abs(sum(shares) - 1) < 1e-9 and min(shares) >= 0
     capsys.readouterr()
     assert main(["evaluate", str(out), "--data", str(data), "--split", "test", "--k", "20",
                  "--quiet", "--json"]) == 0

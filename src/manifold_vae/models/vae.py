@@ -173,6 +173,17 @@ class VAE(nn.Module):
                  - self.latent.kl(raw))
         return score.argmax(0)
 
+    @torch.no_grad()
+    def hypothesis_shares(self, x: Tensor) -> list[float]:
+        """The share of the rows of ``x`` that choose each hypothesis (a hypothesis no row
+        chooses is a dead head; ``[1.0]`` without hypotheses)."""
+        counts = torch.zeros(self.hypotheses, dtype=torch.float64, device=x.device)
+        for xs in torch.split(x, max(1, self.max_eval_rows // self.hypotheses)):
+            x_obs = self.likelihood.transform(xs)
+            counts += torch.bincount(self.chosen(x_obs, self.raw(x_obs)).reshape(-1),
+                                     minlength=self.hypotheses).to(counts)
+        return (counts / max(1, x.shape[0])).tolist()
+
     # ------------------------------------------------------------------ evaluation
     def log_weights(self, x: Tensor, k: int) -> Tensor:
         """Importance log-weights ``log p(x|m_k) + log p(z_k) - log q(z_k|x)``, shape ``(k, B)``."""

@@ -424,6 +424,8 @@ def _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory, da
         metrics.update({"final_train_elbo": last["elbo"], "final_train_kl": last["kl"],
                         "skipped_steps": last.get("skipped_steps", 0)})
         metrics.update(still_improving(result["history"], config.steps, schedule=config.schedule))
+    if getattr(model, "hypotheses", 1) > 1:     # which posterior hypotheses the test rows take
+        metrics["hypothesis_shares"] = model.hypothesis_shares(x_test)
     metrics.update(ceiling_metrics(sidecar, x_test, ev["per_example_iwae"]))
     if run is not None:
         run.write_metrics(metrics)
