@@ -115,7 +115,7 @@ def test_every_allocation_follows_the_input_device(spec, options):
         (out.point.sum() + out.kl.sum() + out.log_ratio.sum()).backward()
         k = latent.sample(raw.detach(), 3)
         tensors = [out.point, out.kl, out.log_ratio, k.point, k.log_ratio, k.kl,
-                   latent.mean_point(raw.detach()), raw.grad]
+                   latent.mean_point(raw.detach()), latent.kl(raw.detach()), raw.grad]
     assert all(t.device.type == "cpu" for t in tensors)
 
 

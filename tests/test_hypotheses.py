@@ -161,3 +161,19 @@ def test_fit_and_evaluate_with_hypotheses(tmp_path, capsys):
     assert main(["evaluate", str(out), "--data", str(data), "--split", "test", "--k", "20",
                  "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["iwae"] == pytest.approx(metrics["test_iwae"], abs=1e-6)
+
+
+def test_choosing_allocates_on_the_inputs_device():
+    """With the default device set to ``meta``, a tensor the choice made without looking at its
+    inputs would land on ``meta`` and fail against the CPU model (see test_contracts)."""
+    torch.manual_seed(4)
+    model = build(10, "S2", group_action=True, hidden=[16], hypotheses=3)
+    x = torch.randn(8, 10)
+    with torch.device("meta"):
+        out = model.loss(x)
+        out["loss"].backward()
+        lw = model.log_weights(x, 4)
+        shares = model.hypothesis_shares(x)
+        point = model.embed(x)
+    assert out["loss"].device.type == lw.device.type == point.device.type == "cpu"
+    assert abs(sum(shares) - 1) < 1e-9
