@@ -1,14 +1,15 @@
 """Relative-angle recovery on the rotated digits under training variants: the likelihood
 (Bernoulli with dynamic binarization, or continuous Bernoulli on grey levels), the weight of the
 in-plane turn-consistency term and the number of posterior hypotheses per image. Trains the chosen
-rows of the images suite's digits table (its data, networks and steps; one seed unless told) and prints, per row, the test IWAE, the suite's
-relative-angle metrics on the classes 2 3 4 5 6 7 9 (median error, fraction within 30°, ρ), ρ per
-class, and two diagnostics of the encoder's angle reading on grey test images: how often it moves
+rows of the images suite's digits table (its data, networks and steps; one seed unless told) and
+prints, per row, the test IWAE, the suite's relative-angle metrics on the classes 2 3 4 5 6 7 9
+(median error, fraction within 30°, ρ), ρ per class, and two diagnostics of the encoder's angle reading on grey test images: how often it moves
 by more than 90° under a second binarization of the same image (Bernoulli rows), and under a turn
 of the image by a uniform α (the quantity the turn-consistency term penalizes).
 
     python benchmarks/digits_angles.py --rows gauss,er-ga --likelihood continuous-bernoulli \
-        --turn-consistency 10 [--hypotheses 2] [--steps 2500] [--seeds 1] [--out results/digits-angles]
+        --turn-consistency 10 [--hypotheses 2] [--steps 2500] [--seeds 1] \
+        [--out results/digits-angles]
 
 Finished runs in OUT are reused (same config and data); each setting needs its own OUT.
 """
@@ -35,7 +36,7 @@ def reading_flips(model, x: torch.Tensor, shape, seed: int = 0) -> dict:
     lik = model.likelihood
 
     def angle(obs):     # the chosen hypothesis's reading (the only one without hypotheses)
-        return planar_angle(model.latent.mean_point(model.choose(obs, model.raw(obs))))
+        return planar_angle(model.latent.mean_point(model.encode(obs)))
 
     def observe(v):
         return torch.bernoulli(v, generator=g) if lik.name == "bernoulli" else lik.transform(v)

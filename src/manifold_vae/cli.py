@@ -357,7 +357,7 @@ def cmd_embed(args) -> int:
     from .common.files import write_json
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
     from .embeddings.learned import periodic_coordinates
-    from .embeddings.periodic import periodic_candidates, search_periodic
+    from .embeddings.periodic import search_periodic
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
     from .reporting import embedding_summary
@@ -388,9 +388,6 @@ def cmd_embed(args) -> int:
     out = Path(args.out)
     saved = {}
     if search:
-        tries = periodic_candidates(manifold)
-        _say(args, f"training {len(tries)} WAE-MMD embeddings for {manifold.spec} ({cfg.steps} "
-                   f"steps each), one per choice of periodic hidden coordinates")
         emb, history, report, tried = search_periodic(cfg, manifold, log=lambda m: _say(args, m))
         cfg = dataclasses.replace(cfg, periodic=list(emb.periodic))
         _say(args, f"kept periodic {list(emb.periodic) or 'none'}")

@@ -51,7 +51,10 @@ def search_periodic(config: EmbedConfig, manifold: Manifold, *,
     and return the best ``(embedding, history, report, tried)``; ``tried`` lists every
     candidate's ``periodic``, trust problems and measures, in the order trained."""
     best, tried = None, []
-    for periodic in periodic_candidates(manifold):
+    candidates = periodic_candidates(manifold)
+    log(f"training {len(candidates)} WAE-MMD embeddings for {manifold.spec} ({config.steps} steps "
+        f"each), one per choice of periodic hidden coordinates")
+    for periodic in candidates:
         cfg = dataclasses.replace(config, periodic=list(periodic))
         emb, history = fit_learned_embedding(cfg)
         report = embedding_quality(emb, manifold)

@@ -207,7 +207,8 @@ class SymmetrizedEncoder(nn.Module):
         out(x) = (1/n) Σ_k ρ_k⁻¹ · base(rot_k x)
 
     where ``rot_k`` turns the image by ``k·2π/n`` counter-clockwise and ``ρ_k`` rotates the
-    2-vectors of outputs starting at ``vector`` (one index or a list: one per hypothesis) by the same angle and leaves the others alone. Hence
+    2-vectors of outputs starting at ``vector`` (one index, or a list: one per hypothesis) by the
+    same angle and leaves the others alone. Hence
     ``out(rot x)`` has the 2-vector turned by ``2π/n`` and every other output unchanged: an
     encoder that cannot confuse a digit with its half-turned copy."""
 
@@ -240,13 +241,9 @@ class SymmetrizedEncoder(nn.Module):
 
 
 # ---------------------------------------------------------------------- ready-made pairs
-def _hypotheses(config) -> int:
-    return int(getattr(config, "hypotheses", 1))
-
-
 def encoder_outputs(latent, config) -> int:
     """Numbers the encoder emits per example: ``param_dim`` for each posterior hypothesis."""
-    return _hypotheses(config) * latent.param_dim
+    return config.hypotheses * latent.param_dim
 
 
 def mlp_networks(data_dim: int, latent, config) -> tuple[nn.Module, nn.Module]:
@@ -271,7 +268,7 @@ def _image_networks(decoder_cls):
                               channels=config.conv_channels, activation=config.activation)
         slot = latent.turning_slot()
         if config.encoder_symmetry > 1 and slot is not None:
-            slots = [h * latent.param_dim + slot for h in range(_hypotheses(config))]
+            slots = [h * latent.param_dim + slot for h in range(config.hypotheses)]
             encoder = SymmetrizedEncoder(encoder, config.encoder_symmetry, slots)
         # the splat decoder has no convolution stack to size: it takes no channels
         sizes = {} if decoder_cls is SplatDecoder else {"channels": config.conv_channels}

@@ -164,6 +164,11 @@ class VAE(nn.Module):
             return raw
         return raw.gather(0, self.chosen(x_obs, raw)[None, ..., None].expand_as(raw[:1]))[0]
 
+    def encode(self, x_obs: Tensor) -> Tensor:
+        """The posterior parameters ``(..., param_dim)`` of observations as the likelihood
+        transforms them: the chosen hypothesis's (:meth:`choose`), the encoder's without."""
+        return self.choose(x_obs, self.raw(x_obs))
+
     @torch.no_grad()
     def chosen(self, x_obs: Tensor, raw: Tensor) -> Tensor:
         """Index of the chosen hypothesis per example (see :meth:`choose`), shape ``raw.shape[1:-1]``."""
@@ -188,14 +193,13 @@ class VAE(nn.Module):
     def log_weights(self, x: Tensor, k: int) -> Tensor:
         """Importance log-weights ``log p(x|m_k) + log p(z_k) - log q(z_k|x)``, shape ``(k, B)``."""
         x_obs = self.likelihood.transform(x)
-        out = self.latent.sample(self.choose(x_obs, self.raw(x_obs)), k)
+        out = self.latent.sample(self.encode(x_obs), k)
         return self.likelihood.log_prob(x_obs, self.decoder(out.point)) + out.log_ratio
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
         """The posterior's central latent point on ``M`` for each observation."""
-        x_obs = self.likelihood.transform(x)
-        return self.latent.mean_point(self.choose(x_obs, self.raw(x_obs)))
+        return self.latent.mean_point(self.encode(self.likelihood.transform(x)))
 
     @torch.no_grad()
     def decode_mean(self, m: Tensor) -> Tensor:
