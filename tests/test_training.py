@@ -120,6 +120,22 @@ def test_truncated_checkpoint_is_refused(data, tmp_path, capsys):
     assert "corrupt or truncated" in err and len(err.splitlines()) == 1
 
 
+def test_arrays_are_written_whole_or_not_at_all(tmp_path):
+    """Per-example results, test indices and data splits go to a temporary file that is renamed
+    into place: a failed write leaves the earlier file as it was and no temporary file behind."""
+    from manifold_vae.common.files import save_arrays
+
+    path = tmp_path / "test_per_example.npy"
+    save_arrays(path, np.arange(6.0).reshape(2, 3))
+    with pytest.raises(ValueError):              # object arrays are refused (no pickles)
+        save_arrays(path, np.array([{"a": 1}], dtype=object))
+    assert np.array_equal(np.load(path, allow_pickle=False), np.arange(6.0).reshape(2, 3))
+    save_arrays(tmp_path / "split.npz", x_train=np.ones((2, 2)), x_test=np.zeros((1, 2)))
+    with np.load(tmp_path / "split.npz") as z:
+        assert z["x_train"].shape == (2, 2) and z["x_test"].shape == (1, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["split.npz", "test_per_example.npy"]
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker

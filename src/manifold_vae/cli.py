@@ -209,6 +209,7 @@ def _finish(args, summary: str, numbers: dict) -> None:
 def cmd_data(args) -> int:
     import numpy as np
 
+    from .common.files import save_arrays
     from .data import ManifoldBenchmark, sidecar_path
     from .evaluation import true_log_likelihood
     from .reporting import data_summary
@@ -237,7 +238,7 @@ def cmd_data(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     info = {"generator": bench.to_dict(), "n": args.n,
             "signal_to_noise": bench.signal_to_noise(), "true_log_likelihood": None}
-    np.save(out, x.numpy())                      # the data first: the ceiling can take minutes
+    save_arrays(out, x.numpy())                  # the data first: the ceiling can take minutes
     sidecar_path(out).write_text(json.dumps(info, indent=2) + "\n")
     rows = min(args.n, args.ceiling_rows)
     m = bench.manifold

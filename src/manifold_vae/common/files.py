@@ -39,6 +39,29 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+def save_arrays(path: str | os.PathLike, array=None, **arrays) -> None:
+    """``np.save(path, array)`` (or ``np.savez(path, **arrays)``) to a temporary file in the same
+    folder, then rename over ``path``: a reader, or a run resumed after a crash, never sees half
+    an array."""
+    import numpy as np
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if arrays:
+                np.savez(fh, **arrays)
+            else:
+                np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
 def safe_torch_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
     """Load ``path`` with ``weights_only=True``; every failure becomes a one-line ``CheckpointError``."""
     path = Path(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..common.files import atomic_torch_save, read_json, safe_torch_load, write_json
+from ..common.files import atomic_torch_save, read_json, safe_torch_load, save_arrays, write_json
 from ..embeddings import LearnedEmbedding
 from ..errors import CheckpointError, UsageError
 from ..models import VAE, build_model
@@ -196,7 +196,7 @@ class RunDirectory:
                                   f"({type(err).__name__})") from None
 
     def write_per_example(self, elbo: torch.Tensor, iwae: torch.Tensor) -> None:
-        np.save(self.path / self.PER_EXAMPLE, np.stack([elbo.numpy(), iwae.numpy()]))
+        save_arrays(self.path / self.PER_EXAMPLE, np.stack([elbo.numpy(), iwae.numpy()]))
 
     def per_example(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example test ``(elbo, iwae)`` (float64)."""
@@ -204,7 +204,7 @@ class RunDirectory:
         return both[0], both[1]
 
     def write_test_index(self, index: torch.Tensor) -> None:
-        np.save(self.path / self.TEST_INDEX, index.numpy())
+        save_arrays(self.path / self.TEST_INDEX, index.numpy())
 
     def test_index(self) -> torch.Tensor | None:
         path = self.path / self.TEST_INDEX

@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ...common.files import save_arrays
 from ...data.images import load_image_dataset, rendered_rotations, rotated_digits, save_image_dataset
 from ...evaluation.alignment import (HAAR_MEDIAN_DEG, best_relative_reflection, haar_angle_cdf,
                                      held_out_rotation_errors, relative_angle_correlation,
@@ -149,8 +150,8 @@ def image_dataset(dataset: str, settings: ImageSuiteSettings, out: Path, log) ->
         else:
             data = rendered_rotations(key["n"], size=key["size"], seed=key["seed"])
         save_image_dataset(path, data)
-        np.savez(path.with_name(f"{dataset}-split.npz"), x_train=data["x"][~data["test"]],
-                 x_test=data["x"][data["test"]])
+        save_arrays(path.with_name(f"{dataset}-split.npz"), x_train=data["x"][~data["test"]],
+                    x_test=data["x"][data["test"]])
         key_path.write_text(json.dumps(key))
         log(f"{dataset}: wrote {path} ({len(data['x'])} images) in {time.perf_counter() - t:.0f} s")
     data = load_image_dataset(path)
