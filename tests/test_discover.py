@@ -67,6 +67,14 @@ def test_candidate_configurations():
     # compact candidates start their Beta posteriors narrower than the uniform prior, so that
     # the group action gets a gradient from the first step
     assert candidate_config("T2", TINY, 0).latent.init_concentration > 2.0
+    # with the default budget, compact candidates of two or more dimensions (which can settle in
+    # a poor basin) train four initializations and keep the best by validation IWAE
+    from manifold_vae.experiments.discover import BUDGETS
+    default = BUDGETS["default"]
+    assert {s: candidate_config(s, default, 0).restarts for s in ("R3", "S1", "S2", "T2", "SO3")} \
+        == {"R3": 1, "S1": 1, "S2": 4, "T2": 4, "SO3": 4}
+    assert candidate_config("T2", default, 0).restart_fraction == 0.25
+    assert candidate_config("T2", BUDGETS["quick"], 0).restarts == 1
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "embedding.png; use it with fit --embedding DIR")
     _common(p, json_output=True)
 
-    levels = "; ".join(f"{name}: {b.steps} steps, {b.seeds} seed(s), K={b.iwae_k}"
-                       for name, b in BUDGETS.items())
+    levels = "; ".join(f"{name}: {b.steps} steps (up to {b.max_steps} for the leaders while "
+                       f"they still improve), {b.seeds} seed(s), {b.restarts} restart(s), "
+                       f"K={b.iwae_k}" for name, b in BUDGETS.items())
     p = sub.add_parser("discover", help="rank candidate latent manifolds by test IWAE "
                                         "(which symmetry does the data have?)")
     p.add_argument("--data", required=True, help="data file (.npy/.npz/.csv), rows × columns")
