@@ -212,3 +212,29 @@ def test_a_map_that_folds_off_the_manifold_is_refused_even_when_its_mean_distanc
     assert trust_problems({**report, "off_fraction": 0.009}) == []
     (problem,) = trust_problems({**report, "off_fraction": 0.114})
     assert "11.4% of the box" in problem
+
+
+def test_fit_makes_a_coordinate_periodic_when_the_flat_map_is_refused(tmp_path, capsys):
+    """A learned circle map trained briefly with a flat hidden coordinate sends much of the box
+    off the circle (measured: 90 % at 200 WAE steps) and is refused; with embed_periodic left to
+    fit, it tries the periodic choice, keeps it, says so and records it as a default — and the
+    finished run still resumes as itself (the saved choice is the run's, not a mismatch)."""
+    data, out = tmp_path / "c.npy", tmp_path / "run"
+    assert main(["data", "circle", "--n", "300", "--dim", "6", "--noise", "0.1", "--out",
+                 str(data), "--quiet", "--ceiling-rows", "0"]) == 0
+    base = ["fit", "--data", str(data), "--latent", "S1", "--embedding", "learned", "--steps", "10",
+            "--set", "embed_steps=200", "--set", "embed_hidden=32,32", "--set", "hidden=16,16",
+            "--set", "iwae_k=4", "--set", "batch_size=64", "--set", "threads=1"]
+    capsys.readouterr()
+    assert main(base + ["--out", str(out)]) == 0
+    said = capsys.readouterr()
+    said = said.out + said.err
+    assert "not trusted" in said and "embed_periodic [0]" in said, said
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["model"]["embed_periodic"] == [0]
+    assert any(d.startswith("embed_periodic [0]") for d in saved["defaults"])
+    assert main(["fit", "--resume", str(out), "--data", str(data), "--quiet"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err
+    # given explicitly, the flat map is the user's choice: refused, nothing searched
+    assert main(base + ["--out", str(tmp_path / "flat"), "--set", "embed_periodic=", "--quiet"]) == 1
+    assert "not good enough to be trusted" in capsys.readouterr().err

@@ -45,19 +45,24 @@ def rank_key(report: dict) -> tuple:
 
 
 def search_periodic(config: EmbedConfig, manifold: Manifold, *,
-                    log: Callable[[str], None] = lambda m: None
+                    log: Callable[[str], None] = lambda m: None, trained: dict | None = None
                     ) -> tuple[LearnedEmbedding, list[dict], dict, list[dict]]:
     """Train a map for each of :func:`periodic_candidates` (``config``'s other keys, its seed)
     and return the best ``(embedding, history, report, tried)``; ``tried`` lists every
-    candidate's ``periodic``, trust problems and measures, in the order trained."""
+    candidate's ``periodic``, trust problems and measures, in the order trained. ``trained``:
+    ``{periodic tuple: (embedding, history, report)}``, maps already trained with this config."""
     best, tried = None, []
     candidates = periodic_candidates(manifold)
-    log(f"training {len(candidates)} WAE-MMD embeddings for {manifold.spec} ({config.steps} steps "
-        f"each), one per choice of periodic hidden coordinates")
+    trained = trained or {}
+    log(f"training {len([c for c in candidates if c not in trained])} WAE-MMD embeddings for "
+        f"{manifold.spec} ({config.steps} steps each), one per choice of periodic hidden "
+        "coordinates")
     for periodic in candidates:
-        cfg = dataclasses.replace(config, periodic=list(periodic))
-        emb, history = fit_learned_embedding(cfg)
-        report = embedding_quality(emb, manifold)
+        if periodic in trained:
+            emb, history, report = trained[periodic]
+        else:
+            emb, history = fit_learned_embedding(dataclasses.replace(config, periodic=list(periodic)))
+            report = embedding_quality(emb, manifold)
         row = {"periodic": list(periodic), "problems": report["problems"],
                "off_fraction": report.get("off_fraction"), "mmd_sd": mmd_sd(report),
                "volume_element_cv": report["volume_element_cv"],

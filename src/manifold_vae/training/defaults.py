@@ -16,6 +16,9 @@ and records the choices in ``config.json`` (key ``defaults``):
   tenth of the parameters): a decoder then fits the noise (T2 data, 4,500 rows, 256-256 networks:
   training ELBO 34.9 against test ELBO 30.9).
 
+* for a learned map, periodic hidden coordinates when the map with flat ones is not trusted
+  (``embed_periodic``; chosen in ``fit.choose_periodic``, which must train the maps to know).
+
 The latent's ``compact_hidden = "auto"`` (the default) is made explicit in every run's config:
 the manifold's preferred hidden space with the exact map (the normal one on spheres S^n, n >= 2:
 faster than the Beta box there, and as good — ``benchmarks/hidden_space.py``), the box otherwise.
@@ -48,7 +51,7 @@ def choose_defaults(config: FitConfig, n_rows: int, model: nn.Module) -> tuple[F
             reasons.append(f"compact_hidden normal (a Gaussian hidden posterior, f ∘ Φ: on {m.spec} "
                            "faster than the Beta box and as good)")
     if not config.auto_defaults:
-        return _with(config, changes), reasons
+        return with_chosen(config, changes), reasons
     box = spec.family == "er" and spec.hidden == "box" and "box" in m.hidden_kinds
     if box and spec.group_action and "init_concentration" not in given:
         changes["init_concentration"] = UNIMODAL_START
@@ -74,11 +77,12 @@ def choose_defaults(config: FitConfig, n_rows: int, model: nn.Module) -> tuple[F
         changes["validation_fraction"] = EARLY_STOPPING_FRACTION     # also what restarts score on
         reasons.append(f"early stopping on {EARLY_STOPPING_FRACTION:.0%} of the rows ({n_rows} "
                        f"rows for {params / 1e6:.2f}M parameters: the decoder could fit the noise)")
-    return _with(config, changes), reasons
+    return with_chosen(config, changes), reasons
 
 
-def _with(config: FitConfig, changes: dict) -> FitConfig:
-    """``config`` with ``changes``, which count as chosen, not as given by the user."""
+def with_chosen(config: FitConfig, changes: dict) -> FitConfig:
+    """``config`` with ``changes``, which count as chosen, not as given by the user (a later run
+    may choose them again for the data it sees)."""
     if not changes:
         return config
     chosen = config.replace(**changes)
