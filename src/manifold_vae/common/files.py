@@ -13,21 +13,22 @@ import pickle
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from ..errors import CheckpointError
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+def _write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """``write(file)`` into a temporary file in ``path``'s folder, fsync, then rename it over
+    ``path``; on any failure the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -39,27 +40,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` written whole or not at all (temporary file, fsync, rename)."""
+    _write_atomically(path, lambda fh: torch.save(obj, fh))
+
+
 def save_arrays(path: str | os.PathLike, array=None, **arrays) -> None:
-    """``np.save(path, array)`` (or ``np.savez(path, **arrays)``) to a temporary file in the same
-    folder, then rename over ``path``: a reader, or a run resumed after a crash, never sees half
-    an array."""
+    """``np.save(path, array)`` (or ``np.savez(path, **arrays)``), no pickles, written whole or
+    not at all: a reader, or a run resumed after a crash, never sees half an array."""
     import numpy as np
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            if arrays:
-                np.savez(fh, **arrays)
-            else:
-                np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _write_atomically(path, (lambda fh: np.savez(fh, **arrays)) if arrays else
+                      (lambda fh: np.save(fh, array, allow_pickle=False)))
 
 
 def safe_torch_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any:
