@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, json_output=True)
 
     levels = "; ".join(f"{name}: {b.steps} steps (up to {b.max_steps} for the leaders while "
-                       f"they still improve), {b.seeds} seed(s), {b.restarts} restart(s), "
+                       f"they still improve), {b.seeds} seed(s), {b.restarts} initialization(s) for "
+                       f"compact candidates of 2+ dimensions, "
                        f"K={b.iwae_k}" for name, b in BUDGETS.items())
     p = sub.add_parser("discover", help="rank candidate latent manifolds by test IWAE "
                                         "(which symmetry does the data have?)")
