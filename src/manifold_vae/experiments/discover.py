@@ -44,7 +44,7 @@ from ..errors import DataError, UsageError
 from ..manifolds import parse_latent
 from ..training import FitConfig, RunDirectory, load_run
 from ..training.convergence import still_improving
-from ..training.defaults import RESTART_FRACTION, RESTARTS
+from ..training.defaults import RESTART_FRACTION, RESTARTS, can_settle_in_a_poor_basin
 from .engine import Job, run_jobs
 from .figures import plot_differences, plot_latent_embedding
 
@@ -118,7 +118,7 @@ def candidate_config(spec: str, budget: Budget, seed: int) -> FitConfig:
     m = parse_latent(spec)
     exact = m.has_exact_map
     ga = m.has_group and exact and all(f.compact for f in m.factors())
-    restarts = budget.restarts if sum(f.dim for f in m.factors() if f.compact) >= 2 else 1
+    restarts = budget.restarts if can_settle_in_a_poor_basin(m) else 1
     restart = {"restarts": restarts, "restart_fraction": RESTART_FRACTION} if restarts > 1 else {}
     return FitConfig(latent=spec, embedding="exact" if exact else "learned", group_action=ga,
                      **restart,

@@ -57,8 +57,7 @@ def choose_defaults(config: FitConfig, n_rows: int, model: nn.Module) -> tuple[F
         changes["init_concentration"] = UNIMODAL_START
         reasons.append(f"init_concentration {UNIMODAL_START:g} (a unimodal start gives the group "
                        "action a gradient from the first step)")
-    compact = [f for f in m.factors() if f.compact]
-    if spec.family == "er" and sum(f.dim for f in compact) >= 2:
+    if spec.family == "er" and can_settle_in_a_poor_basin(m):
         if "restarts" not in given:
             changes.update(restarts=RESTARTS)
             if "restart_fraction" not in given:
@@ -78,6 +77,12 @@ def choose_defaults(config: FitConfig, n_rows: int, model: nn.Module) -> tuple[F
         reasons.append(f"early stopping on {EARLY_STOPPING_FRACTION:.0%} of the rows ({n_rows} "
                        f"rows for {params / 1e6:.2f}M parameters: the decoder could fit the noise)")
     return with_chosen(config, changes), reasons
+
+
+def can_settle_in_a_poor_basin(manifold) -> bool:
+    """Compact factors of two or more dimensions in all: the latents whose runs are restarted
+    (``fit``'s defaults and ``discover``'s budgets)."""
+    return sum(f.dim for f in manifold.factors() if f.compact) >= 2
 
 
 def with_chosen(config: FitConfig, changes: dict) -> FitConfig:

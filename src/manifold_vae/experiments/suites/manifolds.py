@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from ...common.files import atomic_torch_save, read_json, safe_torch_load
+from ...common.files import atomic_torch_save, read_json, safe_torch_load, save_arrays
 from ...training import FitConfig
 from ...data import ManifoldBenchmark
 from ...embeddings.quality import saved_report_problems
@@ -141,9 +140,7 @@ def sample_file(spec: str, settings: ManifoldSuiteSettings, out: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         x = m.sample_uniform(settings.sample_count, generator=torch.Generator().manual_seed(12),
                              dtype=torch.float64)
-        tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, x.numpy())
-        tmp.replace(path)
+        save_arrays(path, x.numpy())
     return f"samples:{path}:{m.dim}"
 
 
