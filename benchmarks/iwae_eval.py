@@ -6,7 +6,8 @@ An ER S1 + group action model (256-256 MLPs, D=100, as ``fit`` builds it) scores
 ``k`` importance samples, in a fresh process each way: as the library runs it (freed memory
 kept, ``evaluation.bounds.keep_freed_memory``) and with glibc's default of returning large freed
 blocks to the system. Beside them, the decoder alone on the same ``n × k`` rows in the same
-chunks: the floor set by its matrix products. Wall, user and system seconds of each.
+passes (``models.vae.CPU_DECODER_PASS_ROWS`` rows each): the floor set by its matrix products.
+Wall, user and system seconds of each.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import sys
 CHILD = r"""
 import json, resource, sys, time, torch
 from manifold_vae.evaluation import bounds
+from manifold_vae.models.vae import CPU_DECODER_PASS_ROWS
 from timing import model_of
 n, k, threads, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(threads)
@@ -30,7 +32,7 @@ elif mode == "decoder":
     bounds.keep_freed_memory()
 r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 if mode == "decoder":
-    rows = model.max_eval_rows
+    rows = CPU_DECODER_PASS_ROWS
     m = torch.nn.functional.normalize(torch.randn(rows, 2), dim=-1)
     with torch.no_grad():
         for _ in range(n * k // rows):

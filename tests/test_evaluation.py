@@ -62,6 +62,26 @@ def test_evaluation_is_batched_consistently(bench_data):
     torch.testing.assert_close(i1, i2)
 
 
+@pytest.mark.parametrize("latent,ga", [("S1", True), ("R2", False)])
+def test_decoder_passes_within_a_chunk_leave_the_log_weights_unchanged(bench_data, latent, ga,
+                                                                        monkeypatch):
+    # on a CPU the decoder runs over a few importance samples at a time; the same draws must give
+    # the same log-weights as one pass over the whole chunk (12 rows: 2 samples of 5 rows per pass,
+    # the last pass 1 sample)
+    from manifold_vae.models import vae as vae_module
+    _, x, _ = bench_data
+    torch.manual_seed(0)
+    model = build(x.shape[1], latent, group_action=ga, hidden=[16]).eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        whole = model.log_weights(x[:5], 31)
+        monkeypatch.setattr(vae_module, "CPU_DECODER_PASS_ROWS", 12)
+        torch.manual_seed(1)
+        passes = model.log_weights(x[:5], 31)
+    assert passes.shape == (31, 5)
+    torch.testing.assert_close(passes, whole)
+
+
 def test_quadrature_ceiling_converges_as_grid_refines(bench_data):
     bench, x, _ = bench_data
     levels = []

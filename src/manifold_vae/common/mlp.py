@@ -31,7 +31,8 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
-            layers += [nn.Linear(width, h), act()]
+            # in place where it can be (ReLU): one memory pass fewer per layer, same gradients
+            layers += [nn.Linear(width, h), act(inplace=True) if act is nn.ReLU else act()]
             width = h
         last = nn.Linear(width, out_dim)
         if zero_last:

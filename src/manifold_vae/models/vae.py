@@ -19,6 +19,10 @@ from ..likelihoods import Likelihood
 from .equivariance import rotation_turn_consistency, turn_consistency
 
 DEFAULT_EVAL_ROWS = 32768     # decoder rows per IWAE chunk (an MLP's: 32 MB per 256-wide layer)
+# Rows per decoder pass on a CPU, within one IWAE chunk: a 256-wide layer's activations for 4096
+# rows (4 MB) stay in cache, and the 256-256-100 decoder runs 1.8x faster per row than in passes
+# of 32768 rows (measured, 2 threads). A GPU takes the whole chunk in one pass.
+CPU_DECODER_PASS_ROWS = 4096
 
 
 class VAE(nn.Module):
@@ -191,10 +195,19 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ evaluation
     def log_weights(self, x: Tensor, k: int) -> Tensor:
-        """Importance log-weights ``log p(x|m_k) + log p(z_k) - log q(z_k|x)``, shape ``(k, B)``."""
+        """Importance log-weights ``log p(x|m_k) + log p(z_k) - log q(z_k|x)``, shape ``(k, B)``.
+        On a CPU the decoder and the likelihood run over a few samples at a time
+        (:data:`CPU_DECODER_PASS_ROWS` rows), so their activations stay in cache."""
         x_obs = self.likelihood.transform(x)
         out = self.latent.sample(self.encode(x_obs), k)
-        return self.likelihood.log_prob(x_obs, self.decoder(out.point)) + out.log_ratio
+        points = out.point
+        if points.device.type == "cpu":
+            step = max(1, CPU_DECODER_PASS_ROWS // max(1, points[0].numel() // points.shape[-1]))
+            parts = points.split(step)
+        else:
+            parts = (points,)
+        log_lik = torch.cat([self.likelihood.log_prob(x_obs, self.decoder(p)) for p in parts])
+        return log_lik + out.log_ratio
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
