@@ -191,6 +191,45 @@ def test_unconverged_leaders_are_never_decided(tmp_path):
     assert s1["still_improving"] and s1["recent_gain"] == pytest.approx(3.0)
 
 
+def test_a_doubling_that_gained_nothing_ends_the_wait(tmp_path):
+    """Both top candidates' validation curves rise over their third quarters (the one-cycle
+    schedule's annealing does that to every curve), but the doubling that led to this round raised
+    S1's validation IWAE by 0.02 and T2's by 0.7: T2 is still improving, S1 is not. When neither
+    doubling gained more than the margin, the lead decides. A candidate that did not train in
+    this round (its steps are not twice the last round's) gets no round gain."""
+    from manifold_vae.experiments.discover import UNCONVERGED, rank_candidates
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(100.0, 1.0, size=4000)
+    dirs = _fake_candidates(tmp_path, {"S1": base + 3.0 + rng.normal(0, 0.01, 4000),
+                                       "T2": base + rng.normal(0, 0.01, 4000)})
+    for spec, val in (("S1", 95.02), ("T2", 92.7)):
+        rows = [{"step": s, "elbo": 1.0, "validation_iwae": val - 10 + 0.01 * s}
+                for s in range(100, 1001, 100)]
+        (dirs[spec][0] / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        metrics = json.loads((dirs[spec][0] / "metrics.json").read_text())
+        (dirs[spec][0] / "metrics.json").write_text(json.dumps({**metrics, "steps": 1000,
+                                                                "validation_iwae": val}))
+
+    def rank(t2_before, t2_steps=500):
+        previous = {"S1": {"steps": 500, "validation_iwae": 95.0},
+                    "T2": {"steps": t2_steps, "validation_iwae": t2_before}}
+        res = rank_candidates(["S1", "T2"], dirs, "custom", TINY, 100, 4000, 0.05, previous=previous)
+        return res, {r["latent"]: r for r in res["ranking"]}
+
+    res, rows = rank(92.0)
+    assert rows["S1"]["round_gain"] == pytest.approx(0.02) and not rows["S1"]["still_improving"]
+    assert rows["T2"]["round_gain"] == pytest.approx(0.7) and rows["T2"]["still_improving"]
+    assert res["verdict"] == UNCONVERGED and res["unconverged"] == ["T2"]
+    res, rows = rank(92.68)
+    assert not rows["T2"]["still_improving"]
+    assert res["verdict"] == "decided" and res["best"] == "S1"
+    # without the previous round (or when T2 sat it out) its rising curve alone keeps it open
+    res, rows = rank(92.68, t2_steps=1000)
+    assert rows["T2"]["round_gain"] is None and rows["T2"]["still_improving"]
+    assert res["verdict"] == UNCONVERGED
+
+
 def test_unconverged_leaders_train_again_twice_as_long(tmp_path):
     """Successive halving: with a budget that allows it, the top half of the candidates trains
     again with twice the steps while the leaders' curves still rise; the rounds are recorded."""
