@@ -230,6 +230,26 @@ def test_a_doubling_that_gained_nothing_ends_the_wait(tmp_path):
     assert res["verdict"] == UNCONVERGED
 
 
+def test_a_tie_brings_back_simpler_candidates_dropped_while_still_improving():
+    """The tie-break names the simplest tied candidate, so the simpler ones that successive
+    halving dropped while they were still learning must get the same steps first; converged,
+    more complex, or decided cases bring nobody back."""
+    from manifold_vae.experiments.discover import left_behind
+
+    def row(latent, dim, steps, rising):
+        return {"latent": latent, "latent_dim": dim, "steps": steps, "still_improving": rising}
+
+    ranking = [row("R2", 2, 10000, False), row("S2", 2, 10000, False), row("T2", 2, 5000, True),
+               row("R3", 3, 5000, True), row("S1", 1, 2500, True), row("R1", 1, 2500, True),
+               row("SO3", 3, 2500, False)]
+    tie = {"verdict": "undecided", "best": "R2", "tied": ["R2", "S2"], "ranking": ranking}
+    assert left_behind(tie, 10000) == ["S1", "R1"]
+    ranking[4]["still_improving"] = False                     # S1 had flattened: stays out
+    assert left_behind(tie, 10000) == ["R1"]
+    assert left_behind({**tie, "verdict": "decided"}, 10000) == []
+    assert left_behind({**tie, "best": "R1", "ranking": ranking}, 10000) == []
+
+
 def test_unconverged_leaders_train_again_twice_as_long(tmp_path):
     """Successive halving: with a budget that allows it, the top half of the candidates trains
     again with twice the steps while the leaders' curves still rise; the rounds are recorded."""

@@ -45,12 +45,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     _write_atomically(path, lambda fh: torch.save(obj, fh))
 
 
-def save_arrays(path: str | os.PathLike, array=None, **arrays) -> None:
-    """``np.save(path, array)`` (or ``np.savez(path, **arrays)``), no pickles, written whole or
-    not at all: a reader, or a run resumed after a crash, never sees half an array."""
+def save_arrays(path: str | os.PathLike, array=None, *, compressed: bool = False,
+                **arrays) -> None:
+    """``np.save(path, array)`` (or ``np.savez(path, **arrays)``, ``np.savez_compressed`` with
+    ``compressed``), no pickles, written whole or not at all: a reader, or a run resumed after a
+    crash, never sees half an array."""
     import numpy as np
 
-    _write_atomically(path, (lambda fh: np.savez(fh, **arrays)) if arrays else
+    savez = np.savez_compressed if compressed else np.savez
+    _write_atomically(path, (lambda fh: savez(fh, **arrays)) if arrays else
                       (lambda fh: np.save(fh, array, allow_pickle=False)))
 
 
@@ -73,10 +76,8 @@ def safe_torch_load(path: str | os.PathLike, *, what: str = "checkpoint") -> Any
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON atomically (temporary file + rename); tensors and numpy
     scalars become lists and numbers."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    _write_atomically(path, lambda fh: fh.write(text.encode()))
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.files import save_arrays
 from ..errors import DataError
 from ..manifolds.rotations import haar_rotations
 
@@ -156,14 +157,11 @@ def rendered_rotations(n: int, *, size: int = 32, seed: int = 0,
 
 # ---------------------------------------------------------------------- files
 def save_image_dataset(path: str | os.PathLike, data: dict) -> Path:
-    """Write an image dataset ``.npz`` (written to a temporary name, then moved into place)."""
+    """Write an image dataset ``.npz``, compressed, whole or not at all (:func:`save_arrays`)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"image datasets are .npz files, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **data)
-    os.replace(tmp, path)
+    save_arrays(path, compressed=True, **data)
     return path
 
 
