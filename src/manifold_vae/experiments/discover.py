@@ -52,6 +52,11 @@ DEFAULT_CANDIDATES = ["R1", "R2", "R3", "S1", "S2", "T2", "SO3"]
 Z_THRESHOLD = 2.0
 MARGIN = 0.05        # nats per example: smaller leads count as ties (see the module docstring)
 UNCONVERGED = "undecided: unconverged"
+# A still-improving second cannot hold up a verdict when the top has stopped improving and the
+# lead exceeds this many times the second's gain from its last doubling (16× the steps at that
+# gain each doubling, where gains shrink as a run converges). Precise torus data (D=20, σ=0.02,
+# 20,000 rows): T2 flat at 40,000 steps (+0.02), SO3 +0.10 then +0.085 per doubling, 0.79 behind
+OUT_OF_REACH_DOUBLINGS = 4
 # Beta posteriors of compact candidates start unimodal at κ = 50 (sd ≈ 0.07 in the box), not at
 # the uniform prior (κ = 2): a uniform sample carries no information about x (the group action's
 # expected gradient is zero), and the posterior can leave it either way — narrower around the box
@@ -323,6 +328,12 @@ def rank_candidates(specs, dirs, budget_name, budget, n_train, n_test, margin,
     # a lead between candidates that were still learning says which learns fastest, not which
     # fits the data: the verdict waits for their curves to flatten
     unconverged = [r["latent"] for r in rows[:2] if r["still_improving"]]
+    if (decided and unconverged == [second["latent"]] and second.get("round_gain") is not None
+            and second["difference_to_top"] > OUT_OF_REACH_DOUBLINGS * second["round_gain"]):
+        # the top has stopped improving and the second, still rising, could not close the lead
+        # in OUT_OF_REACH_DOUBLINGS more doublings at its last doubling's gain
+        unconverged = []
+        second["out_of_reach"] = True
     if decided and not unconverged:
         best = top
     else:
@@ -351,9 +362,13 @@ def rank_candidates(specs, dirs, budget_name, budget, n_train, n_test, margin,
 def report_markdown(res: dict) -> str:
     t = res["top_two"]
     if res["verdict"] == "decided":
+        second = next((r for r in res["ranking"] if r["latent"] == t["second"]), {})
+        reach = (f" {t['second']} was still improving, by {second['round_gain']:.3f} nats in its "
+                 f"last doubling: {OUT_OF_REACH_DOUBLINGS} more doublings at that gain would not "
+                 f"close the lead." if second.get("out_of_reach") else "")
         verdict = (f"**{res['best']}**: it leads {t['second']} by {t['difference']:.3f} ± "
                    f"{t['difference_stderr']:.3f} nats/example (paired, z = {t['z']:.1f} > "
-                   f"{res['z_threshold']:g}, and more than {res['margin']:g} nats).")
+                   f"{res['z_threshold']:g}, and more than {res['margin']:g} nats).{reach}")
     elif res["verdict"] == UNCONVERGED:
         last = res.get("rounds", [{}])[-1].get("steps", res["budget"]["steps"])
         verdict = (f"**undecided: unconverged** — {', '.join(res['unconverged'])} still improved "
@@ -397,7 +412,9 @@ def report_markdown(res: dict) -> str:
     lines += ["", f"Rule: {res['rule']}. A candidate is still rising when its validation IWAE "
               f"rose by more than the margin over the third quarter of its one-cycle schedule "
               f"and, after a doubling, the doubling raised its validation IWAE by more than the "
-              f"margin; while one of the top two is, the verdict is 'undecided: unconverged' and the top "
+              f"margin (a second still improving does not count when the top has stopped and "
+              f"{OUT_OF_REACH_DOUBLINGS} more doublings at its last gain would not close the lead); "
+              f"while one of the top two is, the verdict is 'undecided: unconverged' and the top "
               f"half trains again with twice the steps (up to {res['budget'].get('max_steps')}).",
               ""]
     if len(res.get("rounds", [])) > 1:
