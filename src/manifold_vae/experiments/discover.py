@@ -269,9 +269,8 @@ def _same_arrays(path: Path, arrays: dict) -> bool:
 def rank_candidates(specs, dirs, budget_name, budget, n_train, n_test, margin,
                     previous: dict | None = None) -> dict:
     """The ranking, verdict and rule of one round; ``previous``: the rows of the round before, by
-    candidate. A candidate is still
-    improving when its validation curve rose by more than ``margin`` over the third quarter of
-    its schedule (:func:`~manifold_vae.training.convergence.still_improving`) and, after a
+    candidate. A candidate is still improving when its validation curve rose by more than
+    ``margin`` over the third quarter of its schedule (:func:`~manifold_vae.training.convergence.still_improving`) and, after a
     doubling, the doubling itself raised its validation IWAE by more than ``margin``: the
     one-cycle schedule's annealing lifts every curve in its third quarter, and a doubling that
     gained nothing says more steps would not either (torus data, D=100, 20,000 rows: T2 +0.05,
@@ -294,8 +293,8 @@ def rank_candidates(specs, dirs, budget_name, budget, n_train, n_test, margin,
             iwae, used, selection = torch.stack(per_seed).mean(0), metrics, {}
         per[spec] = iwae
         kept = runs[selection.get("selected_seed", 0)]
-        curve = still_improving(kept.history(), metrics[0].get("steps", budget.steps), min_gain=margin)
         steps = metrics[0].get("steps", budget.steps)
+        curve = still_improving(kept.history(), steps, min_gain=margin)
         # the gain of this candidate's own doubling (none for one left out of this round)
         before, now = previous.get(spec, {}), selection.get("validation_iwae")
         round_gain = (float(now - before["validation_iwae"])
