@@ -189,14 +189,17 @@ def test_periodic_coordinates_are_checked_before_anything_is_written(tmp_path, c
     assert not (tmp_path / "e").exists()
 
 
-@pytest.mark.parametrize("spec,count", [("S1", 2), ("S1xR2", 2), ("T2", 4), ("K2", 4), ("SO3", 8),
-                                        ("T4", 6)])
-def test_periodic_search_tries_every_choice_of_small_manifolds(spec, count):
+@pytest.mark.parametrize("spec,count,disks", [("S1", 2, 0), ("S1xR2", 2, 0), ("T2", 5, 1),
+                                              ("K2", 5, 1), ("RP2", 5, 1), ("SO3", 10, 2),
+                                              ("T4", 6, 0)])
+def test_periodic_search_tries_every_choice_of_small_manifolds(spec, count, disks):
     from manifold_vae.embeddings.periodic import periodic_candidates
 
     tries = periodic_candidates(parse_latent(spec))
-    assert len(tries) == count == len(set(tries)) and () in tries
-    assert max(tries, key=len) == tuple(range(len(max(tries, key=len))))   # all of them, in order
+    assert len(tries) == count == len(set(tries)) and ((), ()) in tries
+    periodic = [p for p, _ in tries]
+    assert max(periodic, key=len) == tuple(range(len(max(periodic, key=len))))   # all, in order
+    assert [d for _, d in tries if d] == [(0, 1)] * disks
 
 
 def test_periodic_search_ranks_trusted_maps_first_then_by_folds_then_mmd():
@@ -221,7 +224,7 @@ def test_embed_periodic_auto_keeps_the_circle_periodic(tmp_path, capsys):
     out = tmp_path / "e"
     assert main(["embed", "--latent", "S1", "--periodic", "auto", "--steps", "200", "--out", str(out)]) == 0
     said = capsys.readouterr().err
-    assert "periodic none:" in said and "periodic [0]:" in said and "kept periodic [0]" in said
+    assert "flat:" in said and "periodic [0]:" in said and "kept periodic [0]" in said
     saved = json.loads((out / "report.json").read_text())
     assert [t["periodic"] for t in saved["periodic_search"]] == [[], [0]]
     assert load_embedding(out).periodic == (0,)

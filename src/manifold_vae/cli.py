@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "comma-separated (e.g. 0 for the Klein bottle, "
                                                   "0,1 for a torus; default none), or 'auto': "
                                                   "train one map per choice, keep the best by "
-                                                  "its quality report")
+                                                  "its quality report (circles and a disk)")
+    p.add_argument("--disk", default="", help="two hidden coordinates R,A the map reads as a "
+                                              "disk, radius and angle (e.g. 0,1 for the "
+                                              "projective plane: a disk whose boundary is "
+                                              "glued antipodally; default none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the WAE (default 0)")
     p.add_argument("--out", required=True, help="directory for embedding.pt, report.json and "
                                                 "embedding.png; use it with fit --embedding DIR")
@@ -359,8 +363,8 @@ def cmd_discover(args) -> int:
 def cmd_embed(args) -> int:
     from .common.files import write_json
     from .embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
-    from .embeddings.learned import periodic_coordinates
-    from .embeddings.periodic import search_periodic
+    from .embeddings.learned import disk_coordinates, periodic_coordinates
+    from .embeddings.periodic import describe, search_periodic
     from .experiments.figures import plot_embedding
     from .manifolds import parse_latent
     from .reporting import embedding_summary
@@ -383,7 +387,17 @@ def cmd_embed(args) -> int:
         periodic_coordinates(manifold, periodic)
     except ValueError as err:
         raise UsageError(f"--periodic {err}") from None
-    cfg = EmbedConfig(latent=manifold.spec, seed=args.seed, periodic=periodic)
+    try:
+        disk = [int(j) for j in args.disk.split(",") if j.strip()]
+    except ValueError:
+        raise UsageError(f"--disk must be two comma-separated integers, got {args.disk!r}") from None
+    if search and disk:
+        raise UsageError("--periodic auto tries the disk itself; leave --disk out")
+    try:
+        disk_coordinates(manifold, disk, periodic)
+    except ValueError as err:
+        raise UsageError(f"--disk {err}") from None
+    cfg = EmbedConfig(latent=manifold.spec, seed=args.seed, periodic=periodic, disk=disk)
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be positive")
@@ -392,8 +406,8 @@ def cmd_embed(args) -> int:
     saved = {}
     if search:
         emb, history, report, tried = search_periodic(cfg, manifold, log=lambda m: _say(args, m))
-        cfg = dataclasses.replace(cfg, periodic=list(emb.periodic))
-        _say(args, f"kept periodic {list(emb.periodic) or 'none'}")
+        cfg = dataclasses.replace(cfg, periodic=list(emb.periodic), disk=list(emb.disk))
+        _say(args, f"kept {describe((emb.periodic, emb.disk))}")
         saved = {"periodic_search": tried}
     else:
         _say(args, f"training a WAE-MMD embedding for {manifold.spec} ({cfg.steps} steps)")

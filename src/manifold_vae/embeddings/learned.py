@@ -69,6 +69,9 @@ class EmbedConfig:
     # hidden coordinates (of the compact part) that are circles: F sees (cos 2πz_j, sin 2πz_j)
     # and E reads an angle, so F is continuous across z_j = 0 ≡ 1 (see LearnedEmbedding)
     periodic: list[int] = field(default_factory=list)
+    # two hidden coordinates [radial, angular] read as a disk: F sees the point
+    # sqrt(z_r)·(cos 2πz_a, sin 2πz_a) (uniform on the disk), E reads it back (see LearnedEmbedding)
+    disk: list[int] = field(default_factory=list)
     seed: int = 0
 
 
@@ -92,6 +95,23 @@ def periodic_coordinates(manifold: Manifold, periodic) -> tuple[int, ...]:
     return tuple(sorted(chosen))
 
 
+def disk_coordinates(manifold: Manifold, disk, periodic=()) -> tuple[int, ...]:
+    """``disk`` checked against the compact part of ``manifold``: empty, or two distinct hidden
+    coordinates ``[radial, angular]`` in ``0..d−1`` that are not ``periodic``; ``ValueError``
+    naming the problem otherwise."""
+    learned = compact_part(manifold)
+    d = learned.dim if learned is not None else 0
+    chosen = [int(j) for j in disk]
+    if not chosen:
+        return ()
+    if len(chosen) != 2 or chosen[0] == chosen[1] or any(not 0 <= j < d for j in chosen):
+        raise ValueError(f"must be two distinct hidden coordinates [radial, angular] in "
+                         f"0..{d - 1} (the compact part of {manifold.spec} has {d}), got {list(disk)}")
+    if set(chosen) & set(int(j) for j in periodic):
+        raise ValueError(f"{list(disk)} overlaps the periodic coordinates {list(periodic)}")
+    return tuple(chosen)
+
+
 class LearnedEmbedding(nn.Module):
     """``f = F``, the WAE decoder ``[0,1]^d -> R^n``; ``encode`` is the WAE encoder ``E``.
 
@@ -104,12 +124,20 @@ class LearnedEmbedding(nn.Module):
     periodic is the torus, with one the cylinder, whose ends the Klein bottle glues with a flip.
     The ER latent gives such a coordinate a wrapped posterior (shifted mod 1; the uniform prior
     and the KL are unchanged).
+
+    A ``disk`` pair ``[r, a]`` of hidden coordinates is read as the unit disk: ``F`` sees
+    ``sqrt(z_r)·(cos 2πz_a, sin 2πz_a)``, which is uniform on the disk when ``z`` is uniform (area
+    element ``π``, constant), and ``E`` outputs a radius (sigmoid) and an angle. The edge
+    ``z_r = 0`` closes to the centre and the boundary circle is free for ``F`` to glue: the
+    projective plane is the disk with antipodal boundary points glued, a gluing with no corner,
+    whereas any square picture of it has two corners of total angle π that no smooth map with a
+    constant volume element can close. The angular coordinate has a wrapped posterior.
     """
 
     kind = "learned"
 
     def __init__(self, manifold: Manifold, hidden=(128, 128), activation: str = "silu", *,
-                 encoder_activation: str = "relu", periodic=()):
+                 encoder_activation: str = "relu", periodic=(), disk=()):
         super().__init__()
         learned = compact_part(manifold)
         if learned is None:
@@ -119,18 +147,24 @@ class LearnedEmbedding(nn.Module):
             self.periodic = periodic_coordinates(manifold, periodic)
         except ValueError as err:
             raise ValueError(f"periodic hidden coordinates {err}") from None
-        self._flat = tuple(j for j in range(d) if j not in self.periodic)
-        # E's outputs, flat coordinates first, then the periodic ones: back to coordinate order
-        order = list(self._flat) + list(self.periodic)
+        try:
+            self.disk = disk_coordinates(manifold, disk, self.periodic)
+        except ValueError as err:
+            raise ValueError(f"disk hidden coordinates {err}") from None
+        self._flat = tuple(j for j in range(d) if j not in self.periodic and j not in self.disk)
+        # E's outputs: flat coordinates, then the periodic ones, then the disk's radius and angle;
+        # _unsort puts them back in coordinate order
+        order = list(self._flat) + list(self.periodic) + list(self.disk)
         self.register_buffer("_unsort", torch.tensor([order.index(j) for j in range(d)],
                                                      dtype=torch.long), persistent=False)
         self.manifold = manifold
         self.learned_manifold = learned
         self.hidden, self.activation = list(hidden), activation
         self.encoder_activation = encoder_activation
-        n_in = d + len(self.periodic)
+        n_in = len(self._flat) + 2 * len(self.periodic) + (2 if self.disk else 0)   # F's features
         self.decoder = MLP(n_in, hidden, learned.ambient_dim, activation=activation)
-        self.encoder = MLP(learned.ambient_dim, hidden, n_in, activation=encoder_activation)
+        self.encoder = MLP(learned.ambient_dim, hidden, n_in + (1 if self.disk else 0),
+                           activation=encoder_activation)
         self._layout = [(f.compact, f.dim, f.ambient_dim) for f in manifold.factors()]
         self._mixed = not all(c for c, _, _ in self._layout)
 
@@ -143,16 +177,31 @@ class LearnedEmbedding(nn.Module):
             if is_compact:
                 compact += range(offset, offset + dim)
             offset += dim
-        return tuple(compact[j] for j in self.periodic)
+        return tuple(compact[j] for j in self.periodic + self.disk[1:])
 
     def features(self, z: Tensor) -> Tensor:
-        """What ``F`` reads of hidden box coordinates ``z``: ``2z − 1``, and for each periodic
-        coordinate ``(cos 2πz_j, sin 2πz_j)`` in its place."""
-        if not self.periodic:
+        """What ``F`` reads of hidden box coordinates ``z``: ``2z − 1`` for the flat ones,
+        ``(cos 2πz_j, sin 2πz_j)`` for each periodic one and ``sqrt(z_r)·(cos 2πz_a, sin 2πz_a)``
+        for a disk pair."""
+        if not self.periodic and not self.disk:
             return 2.0 * z - 1.0
-        angle = 2.0 * math.pi * z[..., list(self.periodic)]
-        return torch.cat([2.0 * z[..., list(self._flat)] - 1.0, torch.cos(angle),
-                          torch.sin(angle)], -1)
+        parts = [2.0 * z[..., list(self._flat)] - 1.0]
+        if self.periodic:
+            angle = 2.0 * math.pi * z[..., list(self.periodic)]
+            parts += [torch.cos(angle), torch.sin(angle)]
+        if self.disk:
+            r, a = self.disk
+            radius = z[..., r:r + 1].clamp_min(0.0).sqrt()
+            angle = 2.0 * math.pi * z[..., a:a + 1]
+            parts += [radius * torch.cos(angle), radius * torch.sin(angle)]
+        return torch.cat(parts, -1)
+
+    def feature_variance(self) -> float:
+        """The mean variance of a feature of :meth:`features` under the uniform box: ``1/3`` for
+        ``2z − 1``, ``1/2`` for a cosine or sine, ``1/4`` for a disk coordinate."""
+        p, n_disk = len(self.periodic), 2 if self.disk else 0
+        n = len(self._flat) + 2 * p + n_disk
+        return (len(self._flat) / 3.0 + p + n_disk / 4.0) / n
 
     def compact(self, z: Tensor) -> Tensor:
         """``F(z)`` on the compact factors (hidden coordinates in ``[0,1]``)."""
@@ -170,24 +219,31 @@ class LearnedEmbedding(nn.Module):
         """``E(m)`` for points ``m`` of the compact factors (periodic coordinates: an angle / 2π,
         mod 1)."""
         out = self.encoder(m)
-        if not self.periodic:
+        if not self.periodic and not self.disk:
             return torch.sigmoid(out)
         nf, p = len(self._flat), len(self.periodic)
-        turn = torch.atan2(out[..., nf + p:], out[..., nf:nf + p]) / (2.0 * math.pi)
-        z = torch.cat([torch.sigmoid(out[..., :nf]), torch.remainder(turn, 1.0)], -1)
-        return z.index_select(-1, self._unsort)
+        parts = [torch.sigmoid(out[..., :nf])]
+        if p:
+            turn = torch.atan2(out[..., nf + p:nf + 2 * p], out[..., nf:nf + p]) / (2.0 * math.pi)
+            parts.append(torch.remainder(turn, 1.0))
+        if self.disk:
+            k = nf + 2 * p
+            turn = torch.atan2(out[..., k + 2:k + 3], out[..., k + 1:k + 2]) / (2.0 * math.pi)
+            parts += [torch.sigmoid(out[..., k:k + 1]), torch.remainder(turn, 1.0)]
+        return torch.cat(parts, -1).index_select(-1, self._unsort)
 
     def arch(self) -> dict:
         """The architecture in plain data (saved with checkpoints; :meth:`from_arch` rebuilds)."""
         return {"kind": "learned", "hidden": list(self.hidden), "activation": self.activation,
-                "encoder_activation": self.encoder_activation, "periodic": list(self.periodic)}
+                "encoder_activation": self.encoder_activation, "periodic": list(self.periodic),
+                "disk": list(self.disk)}
 
     @classmethod
     def from_arch(cls, manifold: Manifold | str, arch: dict) -> "LearnedEmbedding":
         """An untrained embedding of the saved architecture, to receive saved weights."""
         return cls(parse_latent(manifold), arch["hidden"], arch["activation"],
                    encoder_activation=arch.get("encoder_activation", arch["activation"]),
-                   periodic=arch.get("periodic", ()))
+                   periodic=arch.get("periodic", ()), disk=arch.get("disk", ()))
 
 
 def _check_config(config: EmbedConfig) -> None:
@@ -243,7 +299,7 @@ def fit_learned_embedding(config: EmbedConfig, *,
             torch.manual_seed(config.seed)
             emb = LearnedEmbedding(full, config.hidden, config.activation,
                                    encoder_activation=config.encoder_activation,
-                                   periodic=config.periodic)
+                                   periodic=config.periodic, disk=config.disk)
     except ValueError as err:
         raise ValueError(f"EmbedConfig: {err}") from None
     manifold = emb.learned_manifold          # Euclidean factors keep the identity map
@@ -251,11 +307,12 @@ def fit_learned_embedding(config: EmbedConfig, *,
     gen = torch.Generator().manual_seed(config.seed)
     # IMQ scales around the heuristic 2·dim·variance: U(0,1) has variance 1/12 per coordinate;
     # the per-coordinate variance of U(M) is estimated from a sample
-    # with periodic coordinates the codes are compared as F reads them (circles as circles)
-    if emb.periodic:     # per-feature variance of U(0,1) read as F reads it: 1/3 flat, 1/2 periodic
-        code, n_code = emb.features, d + len(emb.periodic)
-        code_var = (len(emb._flat) / 3.0 + len(emb.periodic)) / n_code
-        hidden_scales = imq_scales(code_var, n_code, config.mmd_scales)
+    # with periodic or disk coordinates the codes are compared as F reads them (circles as
+    # circles, the disk as a disk)
+    if emb.periodic or emb.disk:
+        code = emb.features
+        n_code = int(code(torch.zeros(1, d)).shape[-1])
+        hidden_scales = imq_scales(emb.feature_variance(), n_code, config.mmd_scales)
     else:
         code = lambda z: z          # noqa: E731
         hidden_scales = imq_scales(1.0 / 12.0, d, config.mmd_scales)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..common.config import Config
-from ..embeddings.learned import periodic_coordinates
+from ..embeddings.learned import disk_coordinates, periodic_coordinates
 from ..errors import UsageError
 from ..latents import LatentSpec, ManifoldLatent
 from ..likelihoods import LIKELIHOODS
@@ -46,6 +46,9 @@ class ModelConfig(Config):
     # hidden coordinates (of the compact part) the learned map treats as circles, each with a
     # wrapped posterior (embeddings/learned.py); e.g. [0] for the Klein bottle, [0, 1] for a torus
     embed_periodic: list[int] = field(default_factory=list)
+    # two hidden coordinates [radial, angular] the learned map reads as a disk (the angular one
+    # with a wrapped posterior; embeddings/learned.py); e.g. [0, 1] for the projective plane
+    embed_disk: list[int] = field(default_factory=list)
 
     def validate(self) -> "ModelConfig":
         if self.embed_steps < 1:
@@ -85,6 +88,14 @@ class ModelConfig(Config):
                 periodic_coordinates(self.latent.manifold_obj, self.embed_periodic)
             except ValueError as err:
                 raise UsageError(f"config: embed_periodic {err}") from None
+        if self.embed_disk:
+            if self.latent.embedding != "learned":
+                raise UsageError("config: embed_disk shapes a map learned here; it needs "
+                                 f"embedding = learned, got {self.latent.embedding!r}")
+            try:
+                disk_coordinates(self.latent.manifold_obj, self.embed_disk, self.embed_periodic)
+            except ValueError as err:
+                raise UsageError(f"config: embed_disk {err}") from None
         return self
 
 

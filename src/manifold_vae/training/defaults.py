@@ -16,8 +16,9 @@ and records the choices in ``config.json`` (key ``defaults``):
   tenth of the parameters): a decoder then fits the noise (T2 data, 4,500 rows, 256-256 networks:
   training ELBO 34.9 against test ELBO 30.9).
 
-* for a learned map, periodic hidden coordinates when the map with flat ones is not trusted
-  (``embed_periodic``; chosen in ``fit.choose_periodic``, which must train the maps to know).
+* for a learned map, periodic hidden coordinates or a disk when the map with flat ones is not
+  trusted (``embed_periodic``, ``embed_disk``; chosen in ``fit.choose_periodic``, which must train
+  the maps to know).
 
 The latent's ``compact_hidden = "auto"`` (the default) is made explicit in every run's config:
 the manifold's preferred hidden space with the exact map (the normal one on spheres S^n, n >= 2:

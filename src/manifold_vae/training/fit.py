@@ -102,19 +102,22 @@ def check_trusted(problems: list[str], name: str) -> None:
 def _embed_config(config: FitConfig) -> EmbedConfig:
     return EmbedConfig(latent=config.latent.manifold, hidden=list(config.model.embed_hidden),
                        steps=config.model.embed_steps, seed=config.seed,
-                       periodic=list(config.model.embed_periodic))
+                       periodic=list(config.model.embed_periodic),
+                       disk=list(config.model.embed_disk))
 
 
 def choose_periodic(config: FitConfig, *, log=print) -> tuple[FitConfig, tuple | None, list[str]]:
-    """A learned map whose periodic hidden coordinates the config leaves open (``embed_periodic``
-    not given, automatic defaults on): train it with flat coordinates, and when its quality report
-    does not trust it, the other choices (:func:`~manifold_vae.embeddings.periodic.search_periodic`),
-    keeping the best trusted one — the Klein bottle's map with a cut box sends 11.4 % of the box
-    off M (refused), with both coordinates periodic 2.6 %. Returns ``(config with the choice,
-    (embedding, report, embed config) trained here or None, reasons)``."""
+    """A learned map whose periodic (or disk) hidden coordinates the config leaves open
+    (``embed_periodic`` and ``embed_disk`` not given, automatic defaults on): train it with flat
+    coordinates, and when its quality report does not trust it, the other choices
+    (:func:`~manifold_vae.embeddings.periodic.search_periodic`), keeping the best trusted one —
+    the Klein bottle's map with a cut box sends 11.4 % of the box off M (refused), with both
+    coordinates periodic 2.6 %; the projective plane's 19.7 %, with a disk 3.3 %. Returns
+    ``(config with the choice, (embedding, report, embed config) trained here or None, reasons)``."""
     spec = config.latent
     if (spec.embedding != "learned" or not config.auto_defaults
-            or "embed_periodic" in config.given or len(periodic_candidates(spec.manifold_obj)) < 2):
+            or {"embed_periodic", "embed_disk"} & set(config.given)
+            or len(periodic_candidates(spec.manifold_obj)) < 2):
         return config, None, []
     ecfg = _embed_config(config)
     log(f"training a learned embedding for {spec.manifold} (WAE-MMD, {ecfg.steps} steps)")
@@ -124,19 +127,21 @@ def choose_periodic(config: FitConfig, *, log=print) -> tuple[FitConfig, tuple |
     if not report["problems"]:
         return config, flat, []
     log(f"the map with flat hidden coordinates is not trusted ({'; '.join(report['problems'])}); "
-        "trying periodic ones")
+        "trying periodic ones and a disk")
+    first = (tuple(ecfg.periodic), tuple(ecfg.disk))
     best, _, best_report, tried = search_periodic(ecfg, spec.manifold_obj, log=log,
-                                                  trained={tuple(ecfg.periodic): (emb, history, report)})
+                                                  trained={first: (emb, history, report)})
     if best_report["problems"]:
-        log("no choice of periodic hidden coordinates gave a trusted map")
+        log("no choice of periodic or disk hidden coordinates gave a trusted map")
         return config, flat, []
-    periodic = list(best.periodic)
-    row = next(t for t in tried if t["periodic"] == periodic)
-    return (with_chosen(config, {"embed_periodic": periodic}),
-            (best, best_report, dataclasses.replace(ecfg, periodic=periodic)),
-            [f"embed_periodic {periodic} (the learned map with flat hidden coordinates was not "
-             f"trusted; of {len(tried)} choices this one sends the least of the box off M: "
-             f"{100 * (row['off_fraction'] or 0):.1f} %)"])
+    periodic, disk = list(best.periodic), list(best.disk)
+    row = next(t for t in tried if t["periodic"] == periodic and t["disk"] == disk)
+    return (with_chosen(config, {"embed_periodic": periodic, "embed_disk": disk}),
+            (best, best_report, dataclasses.replace(ecfg, periodic=periodic, disk=disk)),
+            [f"embed_periodic {periodic}" + (f", embed_disk {disk}" if disk else "") +
+             " (the learned map with flat hidden "
+             f"coordinates was not trusted; of {len(tried)} choices this one sends the least of "
+             f"the box off M: {100 * (row['off_fraction'] or 0):.1f} %)"])
 
 
 def prepare_embedding(config: FitConfig, run: RunDirectory | None, *, log=print, trained=None):
@@ -256,9 +261,11 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
         else:
             ckpt = run.load_checkpoint()
             saved = FitConfig.from_dict(ckpt["config"])
-        if config.latent.embedding == "learned" and "embed_periodic" not in config.given:
-            # the periodic coordinates the run chose when it started (choose_periodic)
-            config = with_chosen(config, {"embed_periodic": saved.model.embed_periodic})
+        if (config.latent.embedding == "learned"
+                and not {"embed_periodic", "embed_disk"} & set(config.given)):
+            # the periodic / disk coordinates the run chose when it started (choose_periodic)
+            config = with_chosen(config, {"embed_periodic": saved.model.embed_periodic,
+                                          "embed_disk": saved.model.embed_disk})
         diff = _differences(saved.to_dict(), config.to_dict())
         if set(diff) == {"steps"}:
             config = extended_config(saved, config.steps, where=run.path)
@@ -362,7 +369,8 @@ def _skeleton(config: FitConfig, *, check: bool = True):
         return None
     if spec.embedding == "learned":
         return LearnedEmbedding(spec.manifold_obj, config.model.embed_hidden,
-                                periodic=config.model.embed_periodic)
+                                periodic=config.model.embed_periodic,
+                                disk=config.model.embed_disk)
     return load_given_embedding(spec, check=check)
 
 
