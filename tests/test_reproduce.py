@@ -103,6 +103,11 @@ def test_manifold_known_by_samples_gets_its_rows_and_an_honest_embedding_verdict
     assert [r.key for r in suite_rows("K2", samples=samples_row["latent"])] == keys
     md = (tmp_path / "results.md").read_text()
     assert "ER learned f from samples" in md and "**Not trusted**" in md   # 5 WAE steps
+    # as fit does, the refused flat map was followed by the other periodic and disk choices
+    embedded = json.loads((tmp_path / "embeddings" / "K2" / "report.json").read_text())
+    assert [(t["periodic"], t["disk"]) for t in embedded["periodic_search"]] == [
+        ([], []), ([0], []), ([1], []), ([0, 1], []), ([], [0, 1])]
+    assert embedded["config"]["periodic"] == [] and embedded["config"]["steps"] == 5
 
 
 def test_finished_runs_from_before_a_new_config_key_are_still_reused(tmp_path):

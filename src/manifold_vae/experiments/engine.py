@@ -28,6 +28,7 @@ import torch
 from ..common.files import read_json, write_json
 from ..data import ManifoldBenchmark
 from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
+from ..embeddings.periodic import periodic_candidates, search_periodic
 from ..errors import CheckpointError, ManifoldVAEError
 from ..training import FitConfig, RunDirectory, run_fit
 
@@ -60,17 +61,26 @@ def embedding_needed(cfg: EmbedConfig, path: Path, force: bool) -> bool:
 
 
 def _embed_job(job):
-    """Train one learned embedding into ``path`` (report.json: quality report, history, config);
-    runs in a worker process."""
+    """Train one learned embedding into ``path`` (report.json: quality report, history, the
+    requested config); runs in a worker process. As ``fit`` does, a map with flat hidden
+    coordinates that its quality report does not trust is followed by the other choices of
+    periodic or disk coordinates, the best kept (``periodic_search`` in report.json)."""
     cfg, path = job
     torch.set_num_threads(1)
     t = time.perf_counter()
     emb, history = fit_learned_embedding(cfg)
     report = embedding_quality(emb, emb.manifold)
+    chosen, saved = cfg, {}
+    if report["problems"] and not cfg.periodic and not cfg.disk and len(
+            periodic_candidates(emb.manifold)) > 1:
+        emb, history, report, tried = search_periodic(
+            cfg, emb.manifold, trained={((), ()): (emb, history, report)})
+        chosen = dataclasses.replace(cfg, periodic=list(emb.periodic), disk=list(emb.disk))
+        saved = {"periodic_search": tried}
     report["train_seconds"] = time.perf_counter() - t
-    save_embedding(emb, Path(path), report=report, config=cfg)
+    save_embedding(emb, Path(path), report=report, config=chosen)
     write_json(Path(path) / "report.json", {"report": report, "history": history,
-                                            "config": dataclasses.asdict(cfg)})
+                                            "config": dataclasses.asdict(cfg), **saved})
     return path
 
 
