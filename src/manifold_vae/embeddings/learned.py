@@ -191,7 +191,8 @@ class LearnedEmbedding(nn.Module):
             parts += [torch.cos(angle), torch.sin(angle)]
         if self.disk:
             r, a = self.disk
-            radius = z[..., r:r + 1].clamp_min(0.0).sqrt()
+            # floored so that the gradient to z (for the ER encoder) stays finite at z_r = 0
+            radius = z[..., r:r + 1].clamp_min(1e-12).sqrt()
             angle = 2.0 * math.pi * z[..., a:a + 1]
             parts += [radius * torch.cos(angle), radius * torch.sin(angle)]
         return torch.cat(parts, -1)
