@@ -89,6 +89,7 @@ def test_manifold_known_by_samples_gets_its_rows_and_an_honest_embedding_verdict
     settings = ManifoldSuiteSettings(latents=["K2"], sampled=["K2"], sample_count=3000,
                                      sampled_embed_steps=5, n_train=256, n_test=16, dim=8,
                                      noise=0.3, seeds=1, workers=1, steps_by_latent={},
+                                     restarts_by_latent={},
                                      training=FitConfig(steps=10, batch_size=64, hidden=[16],
                                                         iwae_k=4))
     reproduce_manifolds(settings, tmp_path, log=lambda m: None)
