@@ -200,9 +200,8 @@ class LearnedEmbedding(nn.Module):
     def feature_variance(self) -> float:
         """The mean variance of a feature of :meth:`features` under the uniform box: ``1/3`` for
         ``2z − 1``, ``1/2`` for a cosine or sine, ``1/4`` for a disk coordinate."""
-        p, n_disk = len(self.periodic), 2 if self.disk else 0
-        n = len(self._flat) + 2 * p + n_disk
-        return (len(self._flat) / 3.0 + p + n_disk / 4.0) / n
+        n_disk = 2 if self.disk else 0
+        return (len(self._flat) / 3.0 + len(self.periodic) + n_disk / 4.0) / self.decoder.in_dim
 
     def compact(self, z: Tensor) -> Tensor:
         """``F(z)`` on the compact factors (hidden coordinates in ``[0,1]``)."""
@@ -311,9 +310,8 @@ def fit_learned_embedding(config: EmbedConfig, *,
     # with periodic or disk coordinates the codes are compared as F reads them (circles as
     # circles, the disk as a disk)
     if emb.periodic or emb.disk:
-        code = emb.features
-        n_code = int(code(torch.zeros(1, d)).shape[-1])
-        hidden_scales = imq_scales(emb.feature_variance(), n_code, config.mmd_scales)
+        code = emb.features           # F's input: its width is the number of features
+        hidden_scales = imq_scales(emb.feature_variance(), emb.decoder.in_dim, config.mmd_scales)
     else:
         code = lambda z: z          # noqa: E731
         hidden_scales = imq_scales(1.0 / 12.0, d, config.mmd_scales)

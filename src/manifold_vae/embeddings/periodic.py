@@ -99,3 +99,23 @@ def search_periodic(config: EmbedConfig, manifold: Manifold, *,
             best = (emb, history, report)
     emb, history, report = best
     return emb, history, report, tried
+
+
+def learn_map(config: EmbedConfig, *, log: Callable[[str], None] = lambda m: None
+              ) -> tuple[tuple, tuple, list[dict] | None]:
+    """Train the map ``config`` asks for; when it reads every hidden coordinate flat and its
+    quality report does not trust it, train the other choices too (:func:`search_periodic`) —
+    what ``fit`` and the suites do. Returns ``(first, best, tried)``: ``(embedding, history,
+    report)`` of the map asked for and of the search's best (``first`` without a search), and
+    the search's rows (``None`` without one)."""
+    emb, history = fit_learned_embedding(config)
+    report = embedding_quality(emb, emb.manifold)
+    first = (emb, history, report)
+    if (not report["problems"] or config.periodic or config.disk
+            or len(periodic_candidates(emb.manifold)) < 2):
+        return first, first, None
+    log(f"the map with flat hidden coordinates is not trusted ({'; '.join(report['problems'])}); "
+        "trying periodic ones and a disk")
+    emb, history, report, tried = search_periodic(config, emb.manifold, log=log,
+                                                  trained={((), ()): first})
+    return first, (emb, history, report), tried

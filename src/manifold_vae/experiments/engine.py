@@ -27,8 +27,8 @@ import torch
 
 from ..common.files import read_json, write_json
 from ..data import ManifoldBenchmark
-from ..embeddings import EmbedConfig, embedding_quality, fit_learned_embedding, save_embedding
-from ..embeddings.periodic import periodic_candidates, search_periodic
+from ..embeddings import EmbedConfig, save_embedding
+from ..embeddings.periodic import learn_map
 from ..errors import CheckpointError, ManifoldVAEError
 from ..training import FitConfig, RunDirectory, run_fit
 
@@ -68,15 +68,9 @@ def _embed_job(job):
     cfg, path = job
     torch.set_num_threads(1)
     t = time.perf_counter()
-    emb, history = fit_learned_embedding(cfg)
-    report = embedding_quality(emb, emb.manifold)
-    chosen, saved = cfg, {}
-    if report["problems"] and not cfg.periodic and not cfg.disk and len(
-            periodic_candidates(emb.manifold)) > 1:
-        emb, history, report, tried = search_periodic(
-            cfg, emb.manifold, trained={((), ()): (emb, history, report)})
-        chosen = dataclasses.replace(cfg, periodic=list(emb.periodic), disk=list(emb.disk))
-        saved = {"periodic_search": tried}
+    _, (emb, history, report), tried = learn_map(cfg)
+    chosen = dataclasses.replace(cfg, periodic=list(emb.periodic), disk=list(emb.disk))
+    saved = {"periodic_search": tried} if tried is not None else {}
     report["train_seconds"] = time.perf_counter() - t
     save_embedding(emb, Path(path), report=report, config=chosen)
     write_json(Path(path) / "report.json", {"report": report, "history": history,

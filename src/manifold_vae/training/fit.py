@@ -24,7 +24,7 @@ from ..data.io import as_matrix
 from ..embeddings import (EmbedConfig, LearnedEmbedding, embedding_quality, fit_learned_embedding,
                           load_embedding)
 from ..embeddings.learned import save_embedding
-from ..embeddings.periodic import periodic_candidates, search_periodic
+from ..embeddings.periodic import learn_map, periodic_candidates
 from ..embeddings.quality import saved_report_problems
 from ..errors import CheckpointError, DataError, ManifoldVAEError, RunComplete, UsageError
 from ..evaluation import evaluate, true_log_likelihood
@@ -110,7 +110,7 @@ def choose_periodic(config: FitConfig, *, log=print) -> tuple[FitConfig, tuple |
     """A learned map whose periodic (or disk) hidden coordinates the config leaves open
     (``embed_periodic`` and ``embed_disk`` not given, automatic defaults on): train it with flat
     coordinates, and when its quality report does not trust it, the other choices
-    (:func:`~manifold_vae.embeddings.periodic.search_periodic`), keeping the best trusted one —
+    (:func:`~manifold_vae.embeddings.periodic.learn_map`), keeping the best trusted one —
     the Klein bottle's map with a cut box sends 11.4 % of the box off M (refused), with both
     coordinates periodic 2.6 %; the projective plane's 19.7 %, with a disk 3.3 %. Returns
     ``(config with the choice, (embedding, report, embed config) trained here or None, reasons)``."""
@@ -121,16 +121,10 @@ def choose_periodic(config: FitConfig, *, log=print) -> tuple[FitConfig, tuple |
         return config, None, []
     ecfg = _embed_config(config)
     log(f"training a learned embedding for {spec.manifold} (WAE-MMD, {ecfg.steps} steps)")
-    emb, history = fit_learned_embedding(ecfg)
-    report = embedding_quality(emb, emb.manifold)
+    (emb, _, report), (best, _, best_report), tried = learn_map(ecfg, log=log)
     flat = (emb, report, ecfg)
-    if not report["problems"]:
+    if tried is None:
         return config, flat, []
-    log(f"the map with flat hidden coordinates is not trusted ({'; '.join(report['problems'])}); "
-        "trying periodic ones and a disk")
-    first = (tuple(ecfg.periodic), tuple(ecfg.disk))
-    best, _, best_report, tried = search_periodic(ecfg, spec.manifold_obj, log=log,
-                                                  trained={first: (emb, history, report)})
     if best_report["problems"]:
         log("no choice of periodic or disk hidden coordinates gave a trusted map")
         return config, flat, []
