@@ -233,6 +233,10 @@ def test_fit_makes_a_coordinate_periodic_when_the_flat_map_is_refused(tmp_path, 
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["model"]["embed_periodic"] == [0]
     assert any(d.startswith("embed_periodic [0]") for d in saved["defaults"])
+    # the circle's wrapped posterior starts unimodal, as a group action's does (from the uniform
+    # start it can settle U-shaped at the seam)
+    assert saved["config"]["model"]["latent"]["init_concentration"] == 50.0
+    assert any("shift of hidden coordinates [0]" in d for d in saved["defaults"])
     assert main(["fit", "--resume", str(out), "--data", str(data), "--quiet"]) == 0
     assert "nothing to resume" in capsys.readouterr().err
     # given explicitly, the flat map is the user's choice: refused, nothing searched

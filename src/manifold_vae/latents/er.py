@@ -76,6 +76,13 @@ class ERLatent(ManifoldLatent):
         self._single_kind = blocks[0][0] if len(blocks) == 1 else None
 
     @property
+    def wrapped(self) -> tuple[int, ...]:
+        """Hidden coordinates the encoder shifts mod 1 (wrapped posteriors): with an exact map,
+        the manifold's ``wrapped_hidden`` under a group action; with a learned map, its periodic
+        (and disk-angle) coordinates."""
+        return tuple(self._wraps.tolist())
+
+    @property
     def param_dim(self) -> int:
         group = self.manifold.group_param_dim if self.spec.group_action else 0
         return self.hidden_space.param_dim + group + 2 * len(self._wraps)

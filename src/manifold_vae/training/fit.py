@@ -32,7 +32,7 @@ from ..likelihoods import LIKELIHOODS
 from ..models import VAE, build_model
 from .config import FitConfig
 from .convergence import still_improving
-from .defaults import choose_defaults, with_chosen
+from .defaults import choose_defaults, unimodal_start, with_chosen
 from .distributed import DistInfo, setup_distributed, teardown
 from .hooks import tensorboard_writer, validation_score
 from .rundir import RunDirectory, model_from_checkpoint
@@ -246,6 +246,9 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
         if reasons:
             with torch.random.fork_rng():
                 skeleton = build_model(config.model, x.shape[1], embedding=trained[0])
+            # the chosen map's circles have wrapped posteriors: they start unimodal too
+            start, why = unimodal_start(config, skeleton)
+            config, chosen = with_chosen(config, start), [*chosen, *why]
     if resume:
         if run is None:
             raise UsageError("--resume needs the run directory")
@@ -257,9 +260,13 @@ def run_fit(config: FitConfig, x: torch.Tensor, out: str | Path | None, *,
             saved = FitConfig.from_dict(ckpt["config"])
         if (config.latent.embedding == "learned"
                 and not {"embed_periodic", "embed_disk"} & set(config.given)):
-            # the periodic / disk coordinates the run chose when it started (choose_periodic)
-            config = with_chosen(config, {"embed_periodic": saved.model.embed_periodic,
-                                          "embed_disk": saved.model.embed_disk})
+            # the periodic / disk coordinates the run chose when it started (choose_periodic),
+            # and the start of their wrapped posteriors chosen with them (unimodal_start)
+            carried = {"embed_periodic": saved.model.embed_periodic,
+                       "embed_disk": saved.model.embed_disk}
+            if "init_concentration" not in config.given:
+                carried["init_concentration"] = saved.latent.init_concentration
+            config = with_chosen(config, carried)
         diff = _differences(saved.to_dict(), config.to_dict())
         if set(diff) == {"steps"}:
             config = extended_config(saved, config.steps, where=run.path)
