@@ -54,9 +54,9 @@ def choose_defaults(config: FitConfig, n_rows: int, model: nn.Module) -> tuple[F
                            "faster than the Beta box and as good)")
     if not config.auto_defaults:
         return with_chosen(config, changes), reasons
-    start = unimodal_start(config, model)
-    changes.update(start[0])
-    reasons += start[1]
+    start, why = unimodal_start(config, model)
+    changes.update(start)
+    reasons += why
     if spec.family == "er" and can_settle_in_a_poor_basin(m):
         if "restarts" not in given:
             changes.update(restarts=RESTARTS)
