@@ -352,9 +352,28 @@ def test_image_suite_end_to_end(tmp_path):
         assert (tmp_path / "figures" / f"{name}.png").is_file(), name
     md = (tmp_path / "results.md").read_text()
     assert "Relative angles" in md and "upright" not in md
+    # by default the suite trains what identifies the symmetry, and says so
+    assert "digits: continuous Bernoulli on grey levels, turn consistency 10, 2 hypotheses" in md
+    assert "renders: continuous Bernoulli on grey levels, turn consistency 10, 4 hypotheses" in md
     # a second call reuses every finished run
     again = reproduce_images(s, tmp_path, log=lambda m: None)
     assert again["relative_angle_median_deg"] == res["relative_angle_median_deg"]
+
+
+def test_image_suite_binarized_is_the_hard_variant(tmp_path):
+    from manifold_vae.cli import main
+    from manifold_vae.experiments.suites import SUITES
+    default = SUITES["images"].settings()
+    hard = SUITES["images"].settings(binarized=True, steps=7)
+    assert not default.is_binarized and hard.is_binarized
+    for name in ("digits", "renders"):
+        model, was = getattr(hard, name).model, getattr(default, name).model
+        assert (model.likelihood, model.turn_consistency, model.hypotheses) == ("bernoulli", 0.0, 1)
+        assert was.likelihood == "continuous-bernoulli" and was.hypotheses > 1
+        assert getattr(hard, name).steps == 7 and model.network == was.network
+    # the flag belongs to the images suite alone, and a refused command writes nothing
+    assert main(["reproduce", "--suite", "circle", "--binarized", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("key,value,match", [("network", "resnet", "network must be"),

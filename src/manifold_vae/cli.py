@@ -167,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="training steps per model")
     p.add_argument("--latents", help="manifolds and peers suites: the manifolds to run, "
                                      "comma-separated (default: all of the suite's)")
-    p.add_argument("--out", default=None, help="output directory (default results/<suite>[-quick])")
+    p.add_argument("--binarized", action="store_true",
+                   help="images suite: the hard variant (Bernoulli likelihood with dynamic "
+                        "binarization, one posterior hypothesis, no turn term)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default results/<suite>[-binarized][-quick])")
     p.add_argument("--force", action="store_true", help="retrain rows already finished in --out")
     _common(p)
     return parser
@@ -438,8 +442,10 @@ def cmd_reproduce(args) -> int:
             latents = [parse_latent(s.strip()).spec for s in args.latents.split(",") if s.strip()]
         except ValueError as err:
             raise UsageError(str(err)) from None
-    settings = suite.settings(args.quick, seeds=args.seeds, steps=args.steps, latents=latents)
-    out = Path(args.out or f"results/{args.suite}{'-quick' if args.quick else ''}")
+    settings = suite.settings(args.quick, seeds=args.seeds, steps=args.steps, latents=latents,
+                              binarized=args.binarized)
+    out = Path(args.out or f"results/{args.suite}{'-binarized' if args.binarized else ''}"
+                           f"{'-quick' if args.quick else ''}")
     print(suite.run(settings, out, force=args.force, progress=want_progress(args.quiet),
                     log=lambda m: _say(args, m)))
     return 0

@@ -28,10 +28,16 @@ class Suite:
     run_suite: Callable[..., str]             # (settings, out, force, progress, log) -> markdown
 
     def settings(self, quick: bool = False, *, seeds: int | None = None,
-                 steps: int | None = None, latents: list[str] | None = None):
-        """The suite's settings (``quick``: a smoke test), with ``seeds``, ``steps`` and (for the
-        benchmark suites) ``latents`` applied."""
+                 steps: int | None = None, latents: list[str] | None = None,
+                 binarized: bool = False):
+        """The suite's settings (``quick``: a smoke test), with ``seeds``, ``steps``, (for the
+        benchmark suites) ``latents`` and (for the images suite) the ``binarized`` hard variant
+        applied."""
         settings = _adjust(self.make_settings(quick), seeds, steps)
+        if binarized:
+            if not isinstance(settings, ImageSuiteSettings):
+                raise UsageError(f"--binarized applies to the images suite, not {self.name}")
+            settings = settings.binarized()
         if latents is not None:
             first = settings[0] if isinstance(settings, tuple) else settings
             if not hasattr(first, "latents"):
