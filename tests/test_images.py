@@ -376,6 +376,17 @@ def test_image_suite_binarized_is_the_hard_variant(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_image_suite_group_action_rows_start_unimodal_as_fit_starts_them():
+    from manifold_vae.experiments.suites.images import ImageSuiteSettings, image_rows
+    from manifold_vae.training.defaults import UNIMODAL_START
+    settings = ImageSuiteSettings()
+    for dataset in ("digits", "renders"):
+        rows = {r.key: r.config(settings.template(dataset, [1, 16, 16]), 0) for r in
+                image_rows(dataset, settings)}
+        assert rows["er-ga"].model.latent.init_concentration == UNIMODAL_START
+        assert rows["er"].model.latent.init_concentration < UNIMODAL_START   # fit's default there
+
+
 @pytest.mark.parametrize("key,value,match", [("network", "resnet", "network must be"),
                                              ("likelihood", "poisson", "likelihood must be"),
                                              ("encoder_symmetry", "3", "encoder_symmetry"),
