@@ -7,9 +7,10 @@ Both datasets are written as one ``.npz`` (see :func:`save_image_dataset`) holdi
 - ``test``: boolean mask of the fixed test rows;
 - labels: ``angle`` (radians, digits) and ``digit`` / ``source``, or ``rotation`` (N×3×3, renders).
 
-The likelihood for both is Bernoulli with dynamic binarization (the intensities are the pixel
-probabilities; training draws a fresh binary image every step, the test set is binarized once
-with a fixed seed), the standard discrete likelihood of binarized-MNIST VAEs.
+``fit``'s default likelihood for both is Bernoulli with dynamic binarization (the intensities are
+the pixel probabilities; training draws a fresh binary image every step, the test set is binarized
+once with a fixed seed), the standard discrete likelihood of binarized-MNIST VAEs; the images
+suite scores the grey levels themselves with the continuous Bernoulli (``--binarized``: Bernoulli).
 """
 from __future__ import annotations
 
