@@ -54,6 +54,15 @@ def broadcast_flag(info: DistInfo, flag: bool) -> bool:
     return bool(t.item())
 
 
-def teardown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def teardown(info: DistInfo, *, ok: bool) -> None:
+    """Leave the process group.
+
+    ``ok``: the run ended alike on every rank (finished, or stopped together by a signal). Each
+    rank then waits for the others before ``destroy_process_group``, which is collective: rank 0
+    evaluates and writes while the others are done, and a rank that dismantled its connections
+    meanwhile could be aborted by them. After a failure on this rank, leave without waiting or
+    destroying (a peer may be blocked in a collective; torchrun stops it when this rank exits).
+    """
+    if ok and info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -329,10 +329,16 @@ def _fit_on_device(config, x, run, x_test, sidecar, ckpt, force, log, progress_f
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
     try:
-        return _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
-                    data_info, device, dist_info, in_restarts, model, likelihood, chosen, trained)
-    finally:
-        teardown(dist_info)
+        result = _run(config, x, run, x_test, sidecar, ckpt, force, log, progress_factory,
+                      data_info, device, dist_info, in_restarts, model, likelihood, chosen, trained)
+    except Interrupted:          # every rank stopped at the same step
+        teardown(dist_info, ok=True)
+        raise
+    except BaseException:
+        teardown(dist_info, ok=False)
+        raise
+    teardown(dist_info, ok=True)
+    return result
 
 
 def extended_config(saved: FitConfig, steps: int, *, where) -> FitConfig:
