@@ -177,3 +177,89 @@ def test_choosing_allocates_on_the_inputs_device():
         point = model.embed(x)
     assert out["loss"].device.type == lw.device.type == point.device.type == "cpu"
     assert abs(sum(shares) - 1) < 1e-9
+
+
+# ---------------------------------------------------------------------- pose grid
+@pytest.mark.parametrize("order,radius", [(12, 90.0), (24, 62.8), (60, 44.5)])
+def test_rotation_groups_are_groups_spread_over_so3(order, radius):
+    from manifold_vae.manifolds.rotations import rotation_group
+    from manifold_vae.manifolds.so3 import SO3
+    g = rotation_group(order, dtype=torch.float64)
+    assert g.shape == (order, 3, 3) and torch.equal(g[0], torch.eye(3, dtype=torch.float64))
+    assert torch.allclose(g @ g.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand_as(g), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(g), torch.ones(order, dtype=torch.float64))
+    # closed under products: every product is one of the elements
+    prod = (g[:, None] @ g[None]).reshape(-1, 1, 9)
+    assert (prod - g.reshape(1, order, 9)).abs().amax(-1).amin(-1).max() < 1e-9
+    # every rotation lies within the group's covering radius of an element (Haar draws)
+    r = SO3().random_group_element(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    near = torch.einsum("nij,gij->ng", r, g).amax(-1)          # trace of R gᵀ at the nearest
+    worst = math.degrees(math.acos(min(1.0, max(-1.0, (float(near.min()) - 1) / 2))))
+    assert radius - 5 < worst <= radius
+    with pytest.raises(ValueError, match="order 7"):
+        rotation_group(7)
+
+
+@pytest.mark.parametrize("latent,hypotheses", [("SO3", 1), ("SO3xR1", 2), ("S1xSO3", 2)])
+def test_pose_grid_candidates_are_the_hypotheses_turned_by_each_grid_rotation(latent, hypotheses):
+    """Candidate ``j · H + h`` is hypothesis ``h`` with its group element left-multiplied by grid
+    rotation ``j``: its central point's SO(3) factor is ``R_j`` times the hypothesis's, every other
+    raw number is the hypothesis's own; the chosen candidate is the best by the ELBO at its
+    central point, and the bounds are those of the chosen posterior."""
+    torch.manual_seed(5)
+    model = build(10, latent, group_action=True, hidden=[16], hypotheses=hypotheses, pose_grid=12).eval()
+    x = torch.randn(16, 10)
+    raw = model.raw(x)
+    every = model.candidates(raw)
+    h_raw = raw if hypotheses > 1 else raw[None]
+    assert every.shape == (12 * hypotheses, 16, model.latent.param_dim) and model.n_candidates == 12 * hypotheses
+    slot = model.latent.rotation_slot()
+    start = 2 if latent.startswith("S1") else 0        # the SO(3) factor's coordinates of a point
+    grid = model.pose_grid
+    for j in (0, 5, 11):
+        for h in range(hypotheses):
+            c = every[j * hypotheses + h]
+            keep = torch.ones(c.shape[-1], dtype=torch.bool)
+            keep[slot:slot + 6] = False
+            assert torch.equal(c[:, keep], h_raw[h][:, keep])
+            turned = model.latent.mean_point(c)[:, start:start + 9].unflatten(-1, (3, 3))
+            own = model.latent.mean_point(h_raw[h])[:, start:start + 9].unflatten(-1, (3, 3))
+            assert torch.allclose(turned, grid[j] @ own, atol=1e-5)
+    scores = torch.stack([model.likelihood.log_prob(x, model.decoder(model.latent.mean_point(c)))
+                          - model.latent.kl(c) for c in every])
+    chosen = model.chosen(x, raw)
+    assert torch.equal(chosen, scores.argmax(0))
+    assert len(set((chosen // hypotheses).tolist())) > 1       # different grid rotations win
+    picked = every[chosen, torch.arange(16)]
+    assert torch.equal(model.choose(x, raw), picked)
+    single = VAE(_Fixed(picked), model.latent, model.decoder, model.likelihood).eval()
+    a = per_example_bounds(model, x, k=20, generator_seed=3)
+    b = per_example_bounds(single, x, k=20, generator_seed=3)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert model.hypothesis_shares(x) == pytest.approx(
+        (torch.bincount(chosen % hypotheses, minlength=hypotheses).double() / 16).tolist())
+
+
+def test_pose_grid_reaches_the_encoder_through_the_turned_rotation_and_follows_the_device():
+    torch.manual_seed(6)
+    model = build(10, "SO3xR1", group_action=True, hidden=[16], pose_grid=24)
+    x = torch.randn(8, 10)
+    with torch.device("meta"):           # see test_choosing_allocates_on_the_inputs_device
+        out = model.loss(x)
+        out["loss"].backward()
+        lw = model.log_weights(x, 4)
+        point = model.embed(x)
+    assert out["loss"].device.type == lw.device.type == point.device.type == "cpu"
+    head = model.encoder.net[-1] if hasattr(model.encoder, "net") else list(model.encoder.modules())[-1]
+    assert all(torch.isfinite(p.grad).all() for p in model.encoder.parameters() if p.grad is not None)
+    assert head.weight.grad[model.latent.rotation_slot():model.latent.rotation_slot() + 6].abs().sum() > 0
+
+
+@pytest.mark.parametrize("keys,message", [
+    (dict(latent="SO3xR1", group_action=True, pose_grid=7), "pose_grid must be 0 .* got 7"),
+    (dict(latent="SO3xR1", pose_grid=24), "SO3xR1 has none"),
+    (dict(latent="S2", group_action=True, pose_grid=12), "S2 \\+ group action has none"),
+])
+def test_pose_grid_refuses_what_it_cannot_turn(keys, message):
+    with pytest.raises(UsageError, match=message):
+        ModelConfig(**keys).validate()

@@ -142,6 +142,12 @@ class ManifoldLatent(nn.Module):
         (what an encoder made equivariant to image rotations turns), ``None`` if none."""
         return None
 
+    def rotation_slot(self) -> int | None:
+        """Index of the six raw outputs from which the group action's ``SO(3)`` element is made
+        (``rotation_from_6d``), ``None`` if it has none: rotating both 3-vectors by ``R``
+        turns the posterior by ``R`` (Gram–Schmidt commutes with rotations)."""
+        return None
+
     def extra_repr(self) -> str:
         return f"spec={self.spec.name!r}, group_action={self.spec.group_action}"
 

@@ -182,6 +182,16 @@ class ERLatent(ManifoldLatent):
             return self.hidden_space.param_dim         # the circle's group-action vector
         return None
 
+    def rotation_slot(self) -> int | None:
+        if not self.spec.group_action:
+            return None
+        start = self.hidden_space.param_dim
+        for factor in self.manifold.factors():
+            if factor.spec == "SO3":
+                return start
+            start += factor.group_param_dim
+        return None
+
     @property
     def init_concentration(self) -> float:
         return math.exp(self.hidden_space.log_concentration_offset)

@@ -14,6 +14,7 @@ from ..embeddings.learned import disk_coordinates, periodic_coordinates
 from ..errors import UsageError
 from ..latents import LatentSpec, ManifoldLatent
 from ..likelihoods import LIKELIHOODS
+from ..manifolds.rotations import ROTATION_GROUP_ORDERS
 from .networks import NETWORKS
 from .vae import VAE
 
@@ -40,6 +41,10 @@ class ModelConfig(Config):
     # posterior hypotheses per example, the best one (ELBO at its central point) chosen: an
     # encoder that may jump where one continuous map would fold M (models/vae.py)
     hypotheses: int = 1
+    # 12, 24 or 60 (0: off): each hypothesis also tried turned by every rotation of the
+    # tetrahedral, octahedral or icosahedral group, the best chosen alike (a pose search with
+    # the decoder as it is; needs a group action with an SO(3) factor; models/vae.py)
+    pose_grid: int = 0
     # learned embedding (when latent.embedding == "learned"): WAE-MMD steps and widths
     embed_steps: int = 2000
     embed_hidden: list[int] = field(default_factory=lambda: [128, 128])
@@ -78,6 +83,15 @@ class ModelConfig(Config):
                              f"conv-rotate or splat, got {self.network!r}")
         if not 1 <= self.hypotheses <= 64:
             raise UsageError(f"config: hypotheses must be an integer from 1 to 64, got {self.hypotheses}")
+        if self.pose_grid not in (0, *ROTATION_GROUP_ORDERS):
+            raise UsageError(f"config: pose_grid must be 0 (off) or one of "
+                             f"{', '.join(map(str, ROTATION_GROUP_ORDERS))} (the rotations of "
+                             f"the tetrahedron, octahedron, icosahedron), got {self.pose_grid}")
+        if self.pose_grid and not (self.latent.group_action and any(
+                f.spec == "SO3" for f in self.latent.manifold_obj.factors())):
+            raise UsageError(f"config: pose_grid turns the group action's SO(3) element; latent "
+                             f"{self.latent.name}{' + group action' if self.latent.group_action else ''}"
+                             " has none (use a latent with an SO3 factor and group_action)")
         if not self.embed_hidden or any(h < 1 for h in self.embed_hidden):
             raise UsageError(f"config: embed_hidden must be positive widths, got {self.embed_hidden}")
         if self.embed_periodic:
@@ -112,6 +126,7 @@ def build_model(config: ModelConfig, data_dim: int, *, embedding: torch.nn.Modul
         likelihood = LIKELIHOODS[config.likelihood](data_dim)
         encoder, decoder = NETWORKS[config.network](data_dim, latent, config)
         return VAE(encoder, latent, decoder, likelihood, turn_consistency=config.turn_consistency,
-                   image_shape=tuple(config.image_shape) or None, hypotheses=config.hypotheses)
+                   image_shape=tuple(config.image_shape) or None, hypotheses=config.hypotheses,
+                   pose_grid=config.pose_grid)
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..latents import ManifoldLatent
 from ..likelihoods import Likelihood
+from ..manifolds.rotations import ROTATION_GROUP_ORDERS, rotation_group
 from .equivariance import rotation_turn_consistency, turn_consistency
 
 DEFAULT_EVAL_ROWS = 32768     # decoder rows per IWAE chunk (an MLP's: 32 MB per 256-wide layer)
@@ -48,6 +49,13 @@ class VAE(nn.Module):
             multiple-choice learning, Guzman-Rivera et al. 2012; Rupprecht et al.,
             arXiv:1612.00197): an encoder can then be discontinuous where one continuous map
             would fold the manifold (e.g. a pose and the pose an object looks alike in).
+        pose_grid: ``G`` (12, 24 or 60; 0: off) — each hypothesis is also tried turned by every
+            rotation of the tetrahedral, octahedral or icosahedral group (``m = R_j · g(x) ·
+            f(z)``, the group action's ``SO(3)`` element left-multiplied), and the best of the
+            ``H · G`` candidates is chosen as above: a discrete search over poses with the
+            decoder as it is, the encoder giving the continuous offset (as cryo-EM reconstruction
+            searches poses). The choice stays a function of ``x``, so the bounds stay bounds.
+            Needs a latent whose group action has an ``SO(3)`` factor.
 
     Example::
 
@@ -63,7 +71,8 @@ class VAE(nn.Module):
 
     def __init__(self, encoder: nn.Module, latent: ManifoldLatent, decoder: nn.Module,
                  likelihood: Likelihood, *, turn_consistency: float = 0.0,
-                 image_shape: tuple[int, ...] | None = None, hypotheses: int = 1):
+                 image_shape: tuple[int, ...] | None = None, hypotheses: int = 1,
+                 pose_grid: int = 0):
         super().__init__()
         if int(hypotheses) != hypotheses or hypotheses < 1:
             raise ValueError(f"hypotheses must be a positive integer, got {hypotheses}")
@@ -87,6 +96,18 @@ class VAE(nn.Module):
         # that runs reproduce bit for bit)
         self.likelihood = likelihood
         self.encoder, self.latent, self.decoder = encoder, latent, decoder
+        self._rotation_slot = None
+        if pose_grid:
+            if pose_grid not in ROTATION_GROUP_ORDERS:
+                raise ValueError(f"pose_grid must be 0 or one of "
+                                 f"{', '.join(map(str, ROTATION_GROUP_ORDERS))}, got {pose_grid}")
+            self._rotation_slot = latent.rotation_slot()
+            if self._rotation_slot is None:
+                raise ValueError(f"pose_grid turns the group action's SO(3) element; "
+                                 f"{latent.spec.name}"
+                                 f"{' + group action' if latent.spec.group_action else ''} has none")
+        grid = rotation_group(pose_grid) if pose_grid else torch.zeros(0, 3, 3)
+        self.register_buffer("pose_grid", grid, persistent=False)
 
     # ------------------------------------------------------------------ descriptions
     @property
@@ -158,15 +179,37 @@ class VAE(nn.Module):
             return raw
         return raw.unflatten(-1, (self.hypotheses, -1)).movedim(-2, 0)
 
+    @property
+    def n_candidates(self) -> int:
+        """Posteriors tried per example: ``H`` hypotheses, each turned by the ``G`` grid
+        rotations (``pose_grid``)."""
+        return self.hypotheses * max(1, self.pose_grid.shape[0])
+
+    def candidates(self, raw: Tensor) -> Tensor:
+        """``(C, ..., param_dim)``: :meth:`raw`'s hypotheses, each then turned by every grid
+        rotation (grid rotation ``j`` of hypothesis ``h`` at ``j · H + h``)."""
+        if self.hypotheses == 1:
+            raw = raw[None]
+        if self._rotation_slot is None:
+            return raw
+        a, b = self._rotation_slot, self._rotation_slot + 6
+        pair = raw[..., a:b].unflatten(-1, (2, 3))                       # (H, ..., 2, 3)
+        grid = self.pose_grid.to(raw.dtype)
+        turned = torch.einsum("gij,...kj->g...ki", grid, pair).flatten(-2)   # (G, H, ..., 6)
+        rest = raw.expand(grid.shape[0], *raw.shape)
+        return torch.cat([rest[..., :a], turned, rest[..., b:]], -1).flatten(0, 1)
+
     def choose(self, x_obs: Tensor, raw: Tensor) -> Tensor:
         """Each example's posterior parameters ``(..., param_dim)`` from :meth:`raw`'s outputs:
-        with hypotheses, the one of best ``log p(x | decoder(m̄_h)) − KL_h`` (``m̄_h`` the
-        central point; no sample is drawn, so the choice is a function of ``x`` alone).
-        Gradients reach the chosen hypothesis only. The choice runs the decoder on the ``H``
-        central points without gradients (a decoder that keeps batch statistics sees them)."""
-        if self.hypotheses == 1:
+        with hypotheses (or a pose grid), the candidate of best ``log p(x | decoder(m̄_c)) −
+        KL_c`` (``m̄_c`` the central point; no sample is drawn, so the choice is a function of
+        ``x`` alone). Gradients reach the chosen hypothesis only. The choice runs the decoder
+        on the ``C`` central points without gradients (a decoder that keeps batch statistics
+        sees them)."""
+        if self.n_candidates == 1:
             return raw
-        return raw.gather(0, self.chosen(x_obs, raw)[None, ..., None].expand_as(raw[:1]))[0]
+        every = self.candidates(raw)
+        return every.gather(0, self.chosen(x_obs, raw)[None, ..., None].expand_as(every[:1]))[0]
 
     def encode(self, x_obs: Tensor) -> Tensor:
         """The posterior parameters ``(..., param_dim)`` of observations as the likelihood
@@ -175,11 +218,13 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def chosen(self, x_obs: Tensor, raw: Tensor) -> Tensor:
-        """Index of the chosen hypothesis per example (see :meth:`choose`), shape ``raw.shape[1:-1]``."""
-        if self.hypotheses == 1:
-            return torch.zeros(raw.shape[:-1], dtype=torch.long, device=raw.device)
-        score = (self.likelihood.log_prob(x_obs, self.decoder(self.latent.mean_point(raw)))
-                 - self.latent.kl(raw))
+        """Index into :meth:`candidates` of the chosen candidate per example (see
+        :meth:`choose`), shape ``x_obs.shape[:-1]``."""
+        if self.n_candidates == 1:
+            return torch.zeros(x_obs.shape[:-1], dtype=torch.long, device=raw.device)
+        every = self.candidates(raw)
+        score = (self.likelihood.log_prob(x_obs, self.decoder(self.latent.mean_point(every)))
+                 - self.latent.kl(every))
         return score.argmax(0)
 
     @torch.no_grad()
@@ -187,10 +232,10 @@ class VAE(nn.Module):
         """The share of the rows of ``x`` that choose each hypothesis (a hypothesis no row
         chooses is a dead head; ``[1.0]`` without hypotheses)."""
         counts = torch.zeros(self.hypotheses, dtype=torch.float64, device=x.device)
-        for xs in torch.split(x, max(1, self.max_eval_rows // self.hypotheses)):
+        for xs in torch.split(x, max(1, self.max_eval_rows // self.n_candidates)):
             x_obs = self.likelihood.transform(xs)
-            counts += torch.bincount(self.chosen(x_obs, self.raw(x_obs)).reshape(-1),
-                                     minlength=self.hypotheses).to(counts)
+            head = self.chosen(x_obs, self.raw(x_obs)).reshape(-1) % self.hypotheses
+            counts += torch.bincount(head, minlength=self.hypotheses).to(counts)
         return (counts / max(1, x.shape[0])).tolist()
 
     # ------------------------------------------------------------------ evaluation
