@@ -6,13 +6,18 @@ the same conv encoder trained *with* the true rotations as a reference for what 
         --turn-consistency 10 --hypotheses 4                          # grey levels, 4 pose hypotheses
     python benchmarks/renders_pose.py --supervised --steps 1000    # encoder -> rotation, supervised
     python benchmarks/renders_pose.py --supervised --grey          # ... on the grey images
+    python benchmarks/renders_pose.py --steps 1000 ... --search-grid 24   # + a pose search at test time
+    python benchmarks/renders_pose.py --run DIR --search-grid 24   # measure a trained run again
 
 The VAE mode trains one image-suite model (`ImageSuiteSettings` defaults, `splat` decoder; the
 likelihood, turn-consistency weight and number of pose hypotheses can be changed) for a chosen
 number of steps and prints its test IWAE, the suite's pose metrics (held-out median geodesic
 error and accuracy at 30° after the best global alignment, for the SO(3) latent and the decoder
 rotation; distance rank correlation; latent-neighbour precision), as `reproduce --suite images`
-does, and how the encoder maps SO(3) (:func:`map_consistency`).
+does, and how the encoder maps SO(3) (:func:`map_consistency`). ``--pose-grid G`` trains with a
+pose search over the G rotations of a polyhedral group (the model key ``pose_grid``);
+``--search-grid G`` measures the trained model again with that search switched on at test time
+only (the decoder unchanged; the test IWAE is then the bound of the posterior it chooses).
 The supervised mode trains the suite's conv encoder (same channels, hidden layer, batch, Adam
 one-cycle) with a 6-vector Gram–Schmidt head to the true rotation (squared Frobenius loss), on
 dynamically binarized images unless --grey, and prints the median and 90th-percentile geodesic
@@ -33,11 +38,14 @@ import torch
 from manifold_vae.evaluation.alignment import geodesic_angle
 from manifold_vae.experiments.rows import Row
 from manifold_vae.experiments.suites.images import (RENDER_METRICS, ImageSuiteSettings,
-                                                    image_dataset, image_test_set,
+                                                    image_dataset, image_rows, image_test_set,
                                                     render_recovery, so3_matrices)
 from manifold_vae.manifolds.rotations import rotation_from_6d
 from manifold_vae.models.networks import ConvEncoder
+from manifold_vae.evaluation.bounds import evaluate
+from manifold_vae.training import FitConfig
 from manifold_vae.training.fit import run_fit
+from manifold_vae.training.rundir import load_run
 
 
 def map_consistency(learned: np.ndarray, true: np.ndarray, close_deg: float = 15.0) -> dict:
@@ -80,14 +88,31 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
             "p90_geodesic_error_deg": float(np.quantile(err, 0.9))}
 
 
+def measure(model, data: dict, config, x_test: torch.Tensor) -> dict:
+    """The suite's pose metrics and :func:`map_consistency` on the test images, and the test
+    IWAE (the config's K)."""
+    x, idx = image_test_set(data, config)
+    points = model.embed(x)              # chosen once (a pose search costs C decoder passes)
+    model.embed = lambda rows: points if rows is x else type(model).embed(model, rows)
+    rec = render_recovery(model, x, data["rotation"][idx])
+    return {"test_iwae": evaluate(model, x_test, k=config.iwae_k)["iwae"],
+            **{k: rec.get(k) for k in RENDER_METRICS},
+            **map_consistency(so3_matrices(model, x), data["rotation"][idx])}
+
+
 def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent: str,
-        group_action: bool, threads: int, out: Path, **model) -> dict:
+        group_action: bool, threads: int, out: Path, as_suite: bool = False, **model) -> dict:
     """``model``: ModelConfig keys changed from the suite's (likelihood, turn_consistency,
-    hypotheses)."""
-    template = settings.template("renders", data["image_shape"].tolist()).replace(steps=steps,
-                                                                                  **model)
+    hypotheses, pose_grid)."""
+    grid = {k: model[k] for k in ("pose_grid",) if k in model}     # needs the row's latent
+    template = settings.template("renders", data["image_shape"].tolist()).replace(
+        steps=steps, **{k: v for k, v in model.items() if k not in grid})
     row = Row.of("vae", "VAE", latent, group_action=group_action)
-    cfg = row.config(template, seed).replace(threads=threads)
+    if as_suite:       # the suite's own ER + GA row, every key as given (as its engine passes it)
+        row = next(r for r in image_rows("renders", settings) if r.key == "er-ga")
+    cfg = row.config(template, seed).replace(threads=threads, **grid)
+    if as_suite:
+        cfg = FitConfig.from_dict(cfg.to_dict())
     with np.load(data["split_path"]) as split:
         x_train, x_test = torch.from_numpy(split["x_train"]), torch.from_numpy(split["x_test"])
     tag = "".join(f"-{k}{v}" for k, v in sorted(model.items()))
@@ -95,7 +120,7 @@ def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent:
                   force=True, log=lambda s: None)
     x, idx = image_test_set(data, cfg)
     rec = render_recovery(res.model, x, data["rotation"][idx])
-    return {"test_iwae": res.metrics["test_iwae"],
+    return {"test_iwae": res.metrics["test_iwae"], "run": str(res.run_dir),
             **{k: rec.get(k) for k in RENDER_METRICS},
             **map_consistency(so3_matrices(res.model, x), data["rotation"][idx])}
 
@@ -109,9 +134,18 @@ def main() -> None:
     ap.add_argument("--latent", default="SO3xR1")
     ap.add_argument("--no-group-action", action="store_true")
     ap.add_argument("--likelihood", choices=["bernoulli", "continuous-bernoulli"], default=None,
-                    help="default: the suite's (bernoulli)")
-    ap.add_argument("--turn-consistency", type=float, default=None, help="default: the suite's (0)")
-    ap.add_argument("--hypotheses", type=int, default=None, help="default: the suite's (1)")
+                    help="default: the suite's")
+    ap.add_argument("--turn-consistency", type=float, default=None, help="default: the suite's")
+    ap.add_argument("--hypotheses", type=int, default=None, help="default: the suite's")
+    ap.add_argument("--pose-grid", type=int, default=None, help="train with a pose search over "
+                    "12, 24 or 60 grid rotations (default: the suite's, none)")
+    ap.add_argument("--search-grid", type=int, default=None, help="also measure the trained "
+                    "model with a test-time pose search over 12, 24 or 60 grid rotations")
+    ap.add_argument("--run", type=Path, default=None, help="measure this trained run (with "
+                    "--search-grid) instead of training one")
+    ap.add_argument("--as-suite", action="store_true", help="train the suite's ER + GA row as "
+                    "the suite does (no automatic restarts or early stopping; default: fit's "
+                    "automatic defaults)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("/tmp/renders-pose"))
     args = ap.parse_args()
@@ -121,7 +155,14 @@ def main() -> None:
     settings = ImageSuiteSettings()
     data = image_dataset("renders", settings, args.out, print)
     t0 = time.perf_counter()
-    if args.supervised:
+    if args.run is not None:
+        model, cfg, _ = load_run(args.run)
+        steps = cfg.steps
+        with np.load(data["split_path"]) as split:
+            x_test = torch.from_numpy(split["x_test"])
+        res = {"mode": "vae", "run": str(args.run), **measure(model, data, cfg, x_test)}
+        args.seed = cfg.seed
+    elif args.supervised:
         steps = args.steps or 1000
         res = {"mode": "supervised", "grey": args.grey,
                **supervised(data, settings, steps, args.seed, args.grey)}
@@ -129,12 +170,23 @@ def main() -> None:
         steps = args.steps or 4000
         model = {k: v for k, v in (("likelihood", args.likelihood),
                                    ("turn_consistency", args.turn_consistency),
-                                   ("hypotheses", args.hypotheses)) if v is not None}
+                                   ("hypotheses", args.hypotheses),
+                                   ("pose_grid", args.pose_grid)) if v is not None}
         res = {"mode": "vae", "latent": args.latent, "group_action": not args.no_group_action,
                **model, **vae(data, settings, steps, args.seed, args.latent,
-                              not args.no_group_action, args.threads, args.out, **model)}
-    print(json.dumps({**res, "steps": steps, "seed": args.seed,
-                      "seconds": time.perf_counter() - t0}))
+                              not args.no_group_action, args.threads, args.out,
+                              as_suite=args.as_suite, **model)}
+    res.update(steps=steps, seed=args.seed, seconds=time.perf_counter() - t0)
+    print(json.dumps(res), flush=True)
+    if args.search_grid and res["mode"] == "vae":
+        t = time.perf_counter()
+        model, cfg, _ = load_run(res["run"])
+        model.set_pose_grid(args.search_grid)
+        with np.load(data["split_path"]) as split:
+            x_test = torch.from_numpy(split["x_test"])
+        print(json.dumps({"mode": "test-time pose search", "search_grid": args.search_grid,
+                          "run": res["run"], **measure(model, data, cfg, x_test),
+                          "seconds": time.perf_counter() - t}), flush=True)
 
 
 if __name__ == "__main__":

@@ -96,18 +96,26 @@ class VAE(nn.Module):
         # that runs reproduce bit for bit)
         self.likelihood = likelihood
         self.encoder, self.latent, self.decoder = encoder, latent, decoder
-        self._rotation_slot = None
-        if pose_grid:
-            if pose_grid not in ROTATION_GROUP_ORDERS:
+        self.register_buffer("pose_grid", torch.zeros(0, 3, 3), persistent=False)
+        self.set_pose_grid(pose_grid)
+
+    def set_pose_grid(self, order: int) -> None:
+        """Search ``order`` grid rotations per hypothesis from now on (0: none); see the class
+        docstring. A trained model can be given one to search poses at test time."""
+        slot = None
+        if order:
+            if order not in ROTATION_GROUP_ORDERS:
                 raise ValueError(f"pose_grid must be 0 or one of "
-                                 f"{', '.join(map(str, ROTATION_GROUP_ORDERS))}, got {pose_grid}")
-            self._rotation_slot = latent.rotation_slot()
-            if self._rotation_slot is None:
+                                 f"{', '.join(map(str, ROTATION_GROUP_ORDERS))}, got {order}")
+            slot = self.latent.rotation_slot()
+            if slot is None:
                 raise ValueError(f"pose_grid turns the group action's SO(3) element; "
-                                 f"{latent.spec.name}"
-                                 f"{' + group action' if latent.spec.group_action else ''} has none")
-        grid = rotation_group(pose_grid) if pose_grid else torch.zeros(0, 3, 3)
-        self.register_buffer("pose_grid", grid, persistent=False)
+                                 f"{self.spec.name}"
+                                 f"{' + group action' if self.spec.group_action else ''} has none")
+        grid = self.pose_grid
+        self._rotation_slot = slot
+        self.pose_grid = (rotation_group(order, dtype=grid.dtype, device=grid.device) if order
+                          else grid.new_zeros(0, 3, 3))
 
     # ------------------------------------------------------------------ descriptions
     @property
@@ -256,8 +264,12 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def embed(self, x: Tensor) -> Tensor:
-        """The posterior's central latent point on ``M`` for each observation."""
-        return self.latent.mean_point(self.encode(self.likelihood.transform(x)))
+        """The posterior's central latent point on ``M`` for each observation (choosing among
+        candidates a chunk of rows at a time: ``C`` decoder rows per observation)."""
+        rows = max(1, self.max_eval_rows // self.n_candidates)
+        if self.n_candidates == 1 or x.shape[0] <= rows:
+            return self.latent.mean_point(self.encode(self.likelihood.transform(x)))
+        return torch.cat([self.embed(xs) for xs in torch.split(x, rows)])
 
     @torch.no_grad()
     def decode_mean(self, m: Tensor) -> Tensor:
