@@ -263,3 +263,22 @@ def test_pose_grid_reaches_the_encoder_through_the_turned_rotation_and_follows_t
 def test_pose_grid_refuses_what_it_cannot_turn(keys, message):
     with pytest.raises(UsageError, match=message):
         ModelConfig(**keys).validate()
+
+
+def test_a_trained_model_can_search_poses_at_test_time_and_embeds_in_chunks():
+    """``set_pose_grid`` switches the search on (and off) on a built model; ``embed`` chooses a
+    chunk of rows at a time (``C`` decoder rows per observation) with the same answer as at once."""
+    torch.manual_seed(7)
+    model = build(10, "SO3xR1", group_action=True, hidden=[16], hypotheses=2).eval()
+    x = torch.randn(40, 10)
+    before = model.embed(x)
+    model.set_pose_grid(24)
+    assert model.n_candidates == 48
+    whole = model.latent.mean_point(model.encode(x))
+    model.decoder.max_eval_rows = 48 * 7              # chunks of 7 rows (the last one of 5)
+    assert torch.allclose(model.embed(x), whole, atol=1e-6)
+    assert not torch.allclose(whole, before)          # some rows choose a turned candidate
+    model.set_pose_grid(0)
+    assert model.n_candidates == 2 and torch.allclose(model.embed(x), before)
+    with pytest.raises(ValueError, match="S2 \\+ group action has none"):
+        build(10, "S2", group_action=True, hidden=[16]).set_pose_grid(12)
