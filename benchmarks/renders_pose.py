@@ -39,7 +39,7 @@ from manifold_vae.evaluation.alignment import geodesic_angle
 from manifold_vae.experiments.rows import Row
 from manifold_vae.experiments.suites.images import (RENDER_METRICS, ImageSuiteSettings,
                                                     image_dataset, image_rows, image_test_set,
-                                                    render_recovery, so3_matrices)
+                                                    render_recovery)
 from manifold_vae.manifolds.rotations import rotation_from_6d
 from manifold_vae.models.networks import ConvEncoder
 from manifold_vae.evaluation.bounds import evaluate
@@ -88,25 +88,28 @@ def supervised(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, 
             "p90_geodesic_error_deg": float(np.quantile(err, 0.9))}
 
 
-def measure(model, data: dict, config, x_test: torch.Tensor) -> dict:
-    """The suite's pose metrics and :func:`map_consistency` on the test images, and the test
-    IWAE (the config's K)."""
+def measure(model, data: dict, config) -> dict:
+    """The suite's pose metrics and :func:`map_consistency` on the test images."""
     x, idx = image_test_set(data, config)
-    points = model.embed(x)              # chosen once (a pose search costs C decoder passes)
-    model.embed = lambda rows: points if rows is x else type(model).embed(model, rows)
     rec = render_recovery(model, x, data["rotation"][idx])
-    return {"test_iwae": evaluate(model, x_test, k=config.iwae_k)["iwae"],
-            **{k: rec.get(k) for k in RENDER_METRICS},
-            **map_consistency(so3_matrices(model, x), data["rotation"][idx])}
+    return {**{k: rec.get(k) for k in RENDER_METRICS},
+            **map_consistency(rec["_latent"], data["rotation"][idx])}
+
+
+def test_iwae(model, data: dict, config) -> float:
+    """The test IWAE of ``model`` on the suite's test rows (the config's K)."""
+    with np.load(data["split_path"]) as split:
+        x_test = torch.from_numpy(split["x_test"])
+    return evaluate(model, x_test, k=config.iwae_k)["iwae"]
 
 
 def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent: str,
         group_action: bool, threads: int, out: Path, as_suite: bool = False, **model) -> dict:
     """``model``: ModelConfig keys changed from the suite's (likelihood, turn_consistency,
     hypotheses, pose_grid)."""
-    grid = {k: model[k] for k in ("pose_grid",) if k in model}     # needs the row's latent
+    grid = {k: v for k, v in model.items() if k == "pose_grid"}    # needs the row's latent
     template = settings.template("renders", data["image_shape"].tolist()).replace(
-        steps=steps, **{k: v for k, v in model.items() if k not in grid})
+        steps=steps, **{k: v for k, v in model.items() if k != "pose_grid"})
     row = Row.of("vae", "VAE", latent, group_action=group_action)
     if as_suite:       # the suite's own ER + GA row, every key as given (as its engine passes it)
         row = next(r for r in image_rows("renders", settings) if r.key == "er-ga")
@@ -118,11 +121,8 @@ def vae(data: dict, settings: ImageSuiteSettings, steps: int, seed: int, latent:
     tag = "".join(f"-{k}{v}" for k, v in sorted(model.items()))
     res = run_fit(cfg, x_train, out / f"run-{latent}-{steps}{tag}-seed{seed}", x_test=x_test,
                   force=True, log=lambda s: None)
-    x, idx = image_test_set(data, cfg)
-    rec = render_recovery(res.model, x, data["rotation"][idx])
     return {"test_iwae": res.metrics["test_iwae"], "run": str(res.run_dir),
-            **{k: rec.get(k) for k in RENDER_METRICS},
-            **map_consistency(so3_matrices(res.model, x), data["rotation"][idx])}
+            **measure(res.model, data, cfg)}
 
 
 def main() -> None:
@@ -158,9 +158,8 @@ def main() -> None:
     if args.run is not None:
         model, cfg, _ = load_run(args.run)
         steps = cfg.steps
-        with np.load(data["split_path"]) as split:
-            x_test = torch.from_numpy(split["x_test"])
-        res = {"mode": "vae", "run": str(args.run), **measure(model, data, cfg, x_test)}
+        res = {"mode": "vae", "run": str(args.run), "test_iwae": test_iwae(model, data, cfg),
+               **measure(model, data, cfg)}
         args.seed = cfg.seed
     elif args.supervised:
         steps = args.steps or 1000
@@ -182,10 +181,9 @@ def main() -> None:
         t = time.perf_counter()
         model, cfg, _ = load_run(res["run"])
         model.set_pose_grid(args.search_grid)
-        with np.load(data["split_path"]) as split:
-            x_test = torch.from_numpy(split["x_test"])
         print(json.dumps({"mode": "test-time pose search", "search_grid": args.search_grid,
-                          "run": res["run"], **measure(model, data, cfg, x_test),
+                          "run": res["run"], "test_iwae": test_iwae(model, data, cfg),
+                          **measure(model, data, cfg),
                           "seconds": time.perf_counter() - t}), flush=True)
 
 

@@ -238,20 +238,19 @@ def latent_angles(model, x: torch.Tensor) -> np.ndarray:
     return RotatingConvDecoder.angle(model.embed(x)).double().numpy()
 
 
-@torch.no_grad()
-def so3_matrices(model, x: torch.Tensor) -> np.ndarray:
-    """The SO(3) factor of each posterior's central latent point (the first factor), N×3×3."""
-    m = model.embed(x)
-    return m[:, :9].double().reshape(-1, 3, 3).numpy()
+def so3_matrices(points: torch.Tensor) -> np.ndarray:
+    """The SO(3) factor (the first) of posteriors' central latent points (``model.embed``),
+    N×3×3."""
+    return points[:, :9].double().reshape(-1, 3, 3).numpy()
 
 
 @torch.no_grad()
-def decoder_rotations(model, x: torch.Tensor) -> np.ndarray | None:
-    """The rotation a splat decoder applies to its 3D object for each posterior's central point
-    (defined for every latent space); ``None`` for decoders without one."""
+def decoder_rotations(model, points: torch.Tensor) -> np.ndarray | None:
+    """The rotation a splat decoder applies to its 3D object at posteriors' central latent points
+    (``model.embed``; defined for every latent space); ``None`` for decoders without one."""
     if not hasattr(model.decoder, "rotation"):
         return None
-    return model.decoder.rotation(model.embed(x)).double().numpy()
+    return model.decoder.rotation(points).double().numpy()
 
 
 def digit_recovery(model, x: torch.Tensor, angle: np.ndarray, digit: np.ndarray,
@@ -289,18 +288,20 @@ def render_recovery(model, x: torch.Tensor, rotation: np.ndarray) -> dict:
     at 30° after the best global alignment fitted on one half of the test images and scored on
     the other; the fit-free distance rank correlation and latent-neighbour precision (see
     :mod:`...evaluation.alignment`). And the held-out median error of the rotation a splat
-    decoder applies (any latent)."""
+    decoder applies (any latent). ``_latent``: the latent rotations (N×3×3), for further
+    measures. The posteriors are chosen once (with hypotheses, ``C`` decoder passes per image)."""
     out = {}
+    points = model.embed(x)
     if model.manifold.factors()[0].spec == "SO3" and not model.spec.on_sphere:
-        latent = so3_matrices(model, x)
+        latent = so3_matrices(points)
         held = held_out_rotation_errors(latent, rotation)
         agree = rotation_distance_agreement(latent, rotation)
         out.update(median_geodesic_error_deg=held["median_geodesic_error_deg"],
                    accuracy_30deg=held["accuracy_30deg"], inverse=held["inverse"],
                    distance_rank_correlation=agree["distance_rank_correlation"],
                    latent_neighbour_precision=agree["latent_neighbour_precision"],
-                   _errors=held["errors_deg"])
-    dec = decoder_rotations(model, x)
+                   _errors=held["errors_deg"], _latent=latent)
+    dec = decoder_rotations(model, points)
     if dec is not None:
         out["decoder_median_geodesic_error_deg"] = held_out_rotation_errors(
             dec, rotation)["median_geodesic_error_deg"]
