@@ -37,6 +37,9 @@ from torch.distributions import Normal
 
 from manifold_vae.common.mlp import MLP
 from manifold_vae.data.synthetic import ManifoldBenchmark
+from manifold_vae.likelihoods.gaussian import standardization
+from manifold_vae.training import FitConfig
+from manifold_vae.training.trainer import make_optimizer
 
 TEST_ROWS = 2000
 
@@ -60,15 +63,13 @@ def gaussian_log_prob(x, mean, log_scale):
 def fit_oracle(arch, m_train, x_train, *, steps, lr, batch_size, seed, weight_decay=0.0):
     """``(net, log_scale, shift, scale)``: the decoder fitted on standardized x given m."""
     torch.manual_seed(seed)
-    shift = x_train.mean(0)
-    scale = (x_train - shift).pow(2).mean().sqrt()
+    shift, scale = standardization(x_train)          # fit's: per-coordinate shift, one scale
     xs, ms = ((x_train - shift) / scale).float(), m_train.float()
     net = decoder(arch, ms.shape[1], xs.shape[1])
     log_scale = nn.Parameter(torch.zeros(xs.shape[1]))
-    params = [*net.parameters(), log_scale]
-    opt = (torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay) if weight_decay > 0
-           else torch.optim.Adam(params, lr=lr))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
+    holder = nn.Module()                              # fit's optimizer and schedule over both
+    holder.net, holder.log_scale = net, log_scale
+    opt, sched = make_optimizer(holder, FitConfig(steps=steps, lr=lr, weight_decay=weight_decay))
     gen = torch.Generator().manual_seed(seed)
     order, at = torch.randperm(len(xs), generator=gen), 0
     for _ in range(steps):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from manifold_vae.data.synthetic import ManifoldBenchmark
+from manifold_vae.likelihoods.gaussian import standardization
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_decoder.py"
 _spec = importlib.util.spec_from_file_location("oracle_decoder", _PATH)
@@ -24,8 +25,7 @@ def _generator_as_decoder(bench, x, offset=0.0):
     with torch.no_grad():
         net[0].weight.copy_(w1)
         net[2].weight.copy_(w2)
-    shift = x.mean(0)
-    scale = (x - shift).pow(2).mean().sqrt()
+    shift, scale = standardization(x)
     assert abs(float(scale) - 1) > 0.1           # the unstandardization is exercised
     log_scale = torch.full((bench.dim,), math.log(bench.noise), dtype=torch.float64) - scale.log()
 
