@@ -48,7 +48,9 @@ def decoder(arch: str, in_dim: int, out_dim: int) -> nn.Module:
     if arch == "default":
         return MLP(in_dim, [256, 256], out_dim)
     if arch.startswith("mlp:"):                  # other widths, e.g. mlp:128,128
-        return MLP(in_dim, [int(w) for w in arch[4:].split(",")], out_dim)
+        widths = arch[4:].split(",")
+        if all(w.isdigit() and int(w) > 0 for w in widths):
+            return MLP(in_dim, [int(w) for w in widths], out_dim)
     if arch == "generator":
         return nn.Sequential(nn.Linear(in_dim, 100, bias=False), nn.ReLU(),
                              nn.Linear(100, out_dim, bias=False))
@@ -127,6 +129,11 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json")
     args = ap.parse_args()
+    for arch in args.arch:               # refused before anything trains
+        try:
+            decoder(arch, 1, 1)
+        except ValueError as err:
+            ap.error(str(err))
     if args.threads:
         torch.set_num_threads(args.threads)
     bench = ManifoldBenchmark(args.latent, dim=args.dim, noise=args.noise, seed=args.seed)

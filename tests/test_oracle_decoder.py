@@ -5,6 +5,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from manifold_vae.data.synthetic import ManifoldBenchmark
@@ -63,3 +64,9 @@ def test_an_oracle_fit_learns_and_is_scored_on_rows_it_did_not_see():
     train = oracle.per_row_gap(bench, fitted, m[:500], x[:500])
     assert float(test.mean()) < 0.1 * float(oracle.per_row_gap(bench, untrained, m[2000:], x[2000:]).mean())
     assert float(train.mean()) < float(test.mean())
+
+
+@pytest.mark.parametrize("arch", ["wide", "mlp:", "mlp:0", "mlp:12,x"])
+def test_an_unknown_architecture_is_refused_by_name(arch):
+    with pytest.raises(ValueError, match="unknown architecture"):
+        oracle.decoder(arch, 2, 3)
