@@ -404,3 +404,34 @@ def test_bernoulli_fit_refuses_data_outside_unit_interval(tmp_path, capsys):
     code = main(["fit", "--data", str(tmp_path / "x.npy"), "--latent", "S1", "--steps", "2",
                  "--set", "likelihood=bernoulli", "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 1 and "[0, 1]" in capsys.readouterr().err
+
+
+def test_render_shade_hook_gives_colour_channels_with_the_same_shading():
+    """A shade with three channels gives (N, 3, s, s) images: each channel is the grey render
+    with the cube's albedo replaced by that channel's colour (here: the grey albedo times 1, ½
+    and 0), so channel 0 is the default render itself and the others follow exactly."""
+    rot = haar_rotations(5, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64).numpy()
+    grey = render(rot, size=16)
+    factors = np.array([1.0, 0.5, 0.0])
+    shade = lambda cube, face, lambert: (ALBEDO[cube] * (AMBIENT + (1 - AMBIENT) * lambert))[..., None] * factors
+    colour = render(rot, size=16, shade=shade)
+    assert colour.shape == (5, 3, 16, 16)
+    assert np.allclose(colour[:, 0], grey) and np.allclose(colour[:, 1], 0.5 * grey)
+    assert np.all(colour[:, 2] == 0)
+    d = rendered_rotations(12, size=16, seed=0, shade=shade)
+    assert d["image_shape"].tolist() == [3, 16, 16] and d["x"].shape == (12, 3 * 16 * 16)
+
+
+def test_splat_decoder_draws_each_channel_from_its_own_albedo():
+    """On colour images the splat decoder carries one albedo per point and channel: a 3-channel
+    model trains a step, and its splatted albedo channels move independently."""
+    from manifold_vae.models import ModelConfig, build_model
+    cfg = ModelConfig(latent="SO3xR1", group_action=True, network="splat", image_shape=[3, 16, 16],
+                      likelihood="continuous-bernoulli", hidden=[16])
+    torch.manual_seed(0)
+    model = build_model(cfg.validate(), 3 * 256).train()
+    assert model.decoder.albedo.shape == (128, 3)
+    out = model.loss(torch.rand(6, 3 * 256))
+    out["loss"].backward()
+    assert torch.isfinite(model.decoder.albedo.grad).all()
+    assert not torch.allclose(model.decoder.albedo.grad[:, 0], model.decoder.albedo.grad[:, 1])

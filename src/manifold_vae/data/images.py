@@ -99,14 +99,23 @@ def object_radius() -> float:
     return float(np.linalg.norm(corners, axis=-1).max())
 
 
+def lambert_shade(cube: np.ndarray, face: np.ndarray, lambert: np.ndarray) -> np.ndarray:
+    """The default shading: ``ALBEDO[cube] · (a + (1 - a) max(0, n·l))`` with ``a = AMBIENT``."""
+    return ALBEDO[cube] * (AMBIENT + (1 - AMBIENT) * lambert)
+
+
 def render(rotations: np.ndarray, *, size: int = 32, supersample: int = 2,
-           chunk: int = 64) -> np.ndarray:
+           chunk: int = 64, shade=lambert_shade) -> np.ndarray:
     """Grey-level images ``(N, size, size)`` in [0, 1] of the cube chain turned by ``rotations``
-    (N×3×3, object frame -> camera frame).
+    (N×3×3, object frame -> camera frame), or ``(N, C, size, size)`` when ``shade`` gives ``C``
+    channels.
 
     Orthographic camera looking along +z (image up = +y), ray casting against the cubes' slabs
     (the nearest hit wins: an exact z-buffer), Lambert shading ``albedo · (a + (1 - a) max(0,
-    n·l))`` with ambient ``a = AMBIENT`` and a fixed light, ``supersample²`` rays per pixel averaged (anti-aliasing)."""
+    n·l))`` with ambient ``a = AMBIENT`` and a fixed light, ``supersample²`` rays per pixel
+    averaged (anti-aliasing). ``shade(cube, face, lambert)`` colours the hit rays (``cube`` the
+    cube's index, ``face`` ``2·axis + (outward sign > 0)`` in the object frame, ``lambert``
+    ``max(0, n·l)``; arrays ``(n, P)``) and returns ``(n, P)`` or ``(n, P, C)``."""
     rotations = np.asarray(rotations, dtype=np.float64)
     if rotations.ndim != 3 or rotations.shape[1:] != (3, 3):
         raise ValueError(f"rotations must be N×3×3, got {rotations.shape}")
@@ -117,7 +126,7 @@ def render(rotations: np.ndarray, *, size: int = 32, supersample: int = 2,
     u, v = np.meshgrid(coords, -coords)                       # rows run top to bottom
     pix = np.stack([u.ravel(), v.ravel(), np.full(s * s, -10.0)], -1)    # (P, 3) ray origins
     lo, hi = centres - 0.5, centres + 0.5                     # (J, 3)
-    out = np.empty((len(rotations), s * s))
+    out = None
     for start in range(0, len(rotations), chunk):
         rot = rotations[start:start + chunk]                  # (n, 3, 3)
         o = np.einsum("nji,pj->npi", rot, pix)                # R^T p: origins in the object frame
@@ -135,14 +144,20 @@ def render(rotations: np.ndarray, *, size: int = 32, supersample: int = 2,
         sign = -np.sign(np.take_along_axis(d[:, 0, 0, :], axis, -1))           # (n, P)
         normal_cam = rot[np.arange(len(rot))[:, None], :, axis] * sign[..., None]  # R e_axis
         lambert = np.clip(normal_cam @ LIGHT, 0, None)
-        out[start:start + chunk] = np.where(any_hit, ALBEDO[j] * (AMBIENT + (1 - AMBIENT) * lambert), 0.0)
-    img = out.reshape(-1, size, supersample, size, supersample).mean((2, 4))
-    return np.clip(img, 0.0, 1.0)
+        value = shade(j, 2 * axis + (sign > 0), lambert)
+        value = value.reshape(*any_hit.shape, -1)                 # (n, P, C)
+        if out is None:
+            out = np.empty((len(rotations), s * s, value.shape[-1]))
+        out[start:start + chunk] = np.where(any_hit[..., None], value, 0.0)
+    img = out.reshape(-1, size, supersample, size, supersample, out.shape[-1]).mean((2, 4))
+    img = np.clip(img.transpose(0, 3, 1, 2), 0.0, 1.0)
+    return img[:, 0] if img.shape[1] == 1 else img
 
 
 def rendered_rotations(n: int, *, size: int = 32, seed: int = 0,
-                       test_fraction: float = 0.1) -> dict:
-    """``n`` renders at Haar-uniform rotations (seeded), the rotation kept as a label."""
+                       test_fraction: float = 0.1, shade=lambert_shade) -> dict:
+    """``n`` renders at Haar-uniform rotations (seeded), the rotation kept as a label
+    (``shade``: see :func:`render`)."""
     if n < 2:
         raise ValueError(f"n must be at least 2, got {n}")
     if size < 8 or size % 4:
@@ -151,8 +166,9 @@ def rendered_rotations(n: int, *, size: int = 32, seed: int = 0,
     rot = haar_rotations(n, 3, generator=gen, dtype=torch.float64).numpy()
     test = np.zeros(n, dtype=bool)
     test[torch.randperm(n, generator=gen)[:max(1, round(test_fraction * n))].numpy()] = True
-    images = render(rot, size=size)
-    return {"x": images.reshape(n, -1).astype(np.float32), "image_shape": np.array([1, size, size]),
+    images = render(rot, size=size, shade=shade)
+    channels = 1 if images.ndim == 3 else images.shape[1]
+    return {"x": images.reshape(n, -1).astype(np.float32), "image_shape": np.array([channels, size, size]),
             "test": test, "rotation": rot}
 
 

@@ -142,10 +142,10 @@ class SplatDecoder(nn.Module):
     """A rotation-equivariant decoder for 3D rotations (``network="splat"``).
 
     ``(…, n) -> (…, C·H·W)`` logits: a learned 3D object — ``points`` Gaussian blobs with learned
-    positions, albedos and one learned width — is turned by ``R = GS(h(m))`` (Gram–Schmidt of a
+    positions, albedos (one per image channel) and one learned width — is turned by ``R = GS(h(m))`` (Gram–Schmidt of a
     linear 6-vector head, Zhou et al. 2019, arXiv:1812.07035; initialised to read ``m``'s first
     six coordinates: two rows of an SO(3) factor), projected orthographically and splatted on a
-    half-resolution grid (coverage, depth-weighted albedo and mean depth channels, a soft
+    half-resolution grid (coverage, depth-weighted albedo per image channel and mean depth, a soft
     z-buffer), then refined to logits by a small conv net that also sees an MLP embedding of
     ``m`` (anything a rotation does not explain). Cost is O(points × pixels) per image."""
 
@@ -158,7 +158,8 @@ class SplatDecoder(nn.Module):
         c, h, w = _conv_sizes(image_shape, 1)
         self.image_shape = (c, h, w)
         self.points = nn.Parameter(0.5 * torch.randn(points, 3))
-        self.albedo = nn.Parameter(torch.zeros(points))
+        # one albedo per point and channel; (points,) for one channel, as checkpoints store it
+        self.albedo = nn.Parameter(torch.zeros(points) if c == 1 else torch.zeros(points, c))
         self.log_width = nn.Parameter(torch.tensor(-1.5))
         self.head = nn.Linear(in_dim, 6)
         with torch.no_grad():
@@ -167,7 +168,7 @@ class SplatDecoder(nn.Module):
             for i in range(min(6, in_dim)):
                 self.head.weight[i, i] = 1.0
         self.style = MLP(in_dim, hidden, 8, activation=activation)
-        self.refine = nn.Sequential(nn.Conv2d(3 + 8, 32, 3, padding=1), act(),
+        self.refine = nn.Sequential(nn.Conv2d(2 + c + 8, 32, 3, padding=1), act(),
                                     nn.Conv2d(32, 32, 3, padding=1), act(),
                                     nn.ConvTranspose2d(32, c, 4, 2, 1))
         ys = torch.linspace(1, -1, h // 2 + 1)[:-1] - 1 / (h // 2)       # pixel centres, top row first
@@ -190,12 +191,14 @@ class SplatDecoder(nn.Module):
               - 2 * self.pixels @ qxy.transpose(1, 2))
         g = torch.exp(-0.5 * torch.exp(-2 * self.log_width) * d2.clamp_min(0))
         front = torch.softmax(-4.0 * qz, 1)                          # soft z-buffer weights (b, K, 1)
-        sums = g @ torch.cat([torch.ones_like(qz), front, front * torch.sigmoid(self.albedo)[:, None], qz], -1)
-        cover = sums[..., 0]
-        albedo = sums[..., 2] / (sums[..., 1] + 1e-6)
-        depth = sums[..., 3] / (cover + 1e-6)
+        c = self.image_shape[0]
+        albedo = torch.sigmoid(self.albedo).reshape(-1, c)              # (K, C)
+        sums = g @ torch.cat([torch.ones_like(qz), front, front * albedo, qz], -1)   # (b, P, 3 + C)
+        cover = sums[..., :1]
+        albedo = sums[..., 2:2 + c] / (sums[..., 1:2] + 1e-6)
+        depth = sums[..., -1:] / (cover + 1e-6)
         hh, ww = self.image_shape[1] // 2, self.image_shape[2] // 2
-        img = torch.stack([cover, albedo, depth], 1).reshape(b, 3, hh, ww)
+        img = torch.cat([cover, albedo, depth], -1).transpose(1, 2).reshape(b, 2 + c, hh, ww)
         style = self.style(flat)[:, :, None, None].expand(-1, -1, hh, ww)
         return self.refine(torch.cat([img, style], 1)).reshape(*lead, self.out_dim)
 
