@@ -96,12 +96,12 @@ def turn_residuals(model, x: torch.Tensor, seed: int = 0) -> dict:
     """How far the encoder is from the in-plane turn consistency the turn term asks for: the
     geodesic angle between the rotation read from each test image turned by ``α`` (uniform,
     seeded) and ``R_z(α)`` times the rotation read from the image itself (degrees, medians over
-    the images). ``same_head``: per hypothesis, head against the same head (what the turn term
+    the images). ``same_head``: per candidate (hypothesis, or hypothesis × grid rotation), head against the same head (what the turn term
     penalises); ``chosen``: the hypothesis the model chooses for the turned image against the one
     it chooses for the image."""
     gen = torch.Generator().manual_seed(seed)
     b = len(x)
-    alpha = 2 * math.pi * torch.rand(b, generator=gen, dtype=x.dtype)
+    alpha = (2 * math.pi * torch.rand(b, generator=gen, dtype=x.dtype)).to(x.device)
     turned = rotate_images(x.reshape(b, *model.image_shape), alpha).reshape(b, -1)
 
     def read(v):
@@ -113,7 +113,7 @@ def turn_residuals(model, x: torch.Tensor, seed: int = 0) -> dict:
     (r, chosen), (r_turned, chosen_turned) = read(x), read(turned)
     target = camera_turns(alpha).to(r.dtype)[None] @ r
     angle = torch.rad2deg(torch.arccos((((r_turned * target).sum((-2, -1)) - 1) / 2).clamp(-1, 1)))
-    rows = torch.arange(b)
+    rows = torch.arange(b, device=x.device)
     both = (r_turned[chosen_turned, rows] * target[chosen, rows]).sum((-2, -1))
     return {"turn_residual_same_head_median_deg": angle.median(1).values.tolist(),
             "turn_residual_chosen_median_deg":

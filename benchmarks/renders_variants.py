@@ -16,8 +16,8 @@ its settings, not by the renderer, so a shared ``--out`` would mix datasets).
   decoder then carries a colour per point.
 * ``sleep``: a label-free cycle term (weight ``SLEEP_WEIGHT``, 10): the decoder renders its
   object at Haar-random rotations (other coordinates from a standard normal), and the encoder's
-  best hypothesis must read the rotation back (``1 − cos`` of the geodesic angle, gradients to the
-  encoder only; the wake–sleep idea of Hinton et al. 1995 applied to the pose).
+  best hypothesis must read the rotation back (``1 − cos`` of the geodesic angle, through the
+  decoder's rotation head frozen: gradients to the encoder only; the wake–sleep idea of Hinton et al. 1995 applied to the pose).
 * ``matched-turn``: the turn-consistency term matched across hypotheses — the turned image's
   best hypothesis against the turn of the original's chosen one — instead of every hypothesis
   against itself (the suite's term, which the hypotheses cannot satisfy: ``turn_residuals``).
@@ -39,7 +39,9 @@ import manifold_vae.experiments.suites.images as image_suite  # noqa: E402
 import manifold_vae.models.vae as vae_module  # noqa: E402
 from manifold_vae.data import images  # noqa: E402
 from manifold_vae.manifolds.rotations import haar_rotations  # noqa: E402
-from manifold_vae.models.equivariance import camera_turns, turned_images  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from manifold_vae.manifolds.rotations import rotation_from_6d  # noqa: E402
+from manifold_vae.models.equivariance import rotation_turn_consistency  # noqa: E402
 
 FACE_ALBEDO = np.array([0.95, 0.30, 0.75, 0.45, 0.60, 0.15])    # by face = 2·axis + (sign > 0)
 CUBE_COLOURS = np.array([[0.95, 0.25, 0.20], [0.20, 0.85, 0.30], [0.25, 0.35, 0.95],
@@ -59,6 +61,8 @@ def sleep_term(model, x: torch.Tensor) -> torch.Tensor:
     """Mean over ``len(x)`` decoder renders at Haar-random rotations of ``1 − cos φ``, ``φ`` the
     angle between the rotation the decoder turned by and the one its best hypothesis reads."""
     b = x.shape[0]
+    if model.latent.manifold.factors()[0].spec != "SO3":
+        raise ValueError("the sleep term draws the latent's first factor as SO(3)")
     with torch.no_grad():
         rot = haar_rotations(b, 3, dtype=x.dtype).to(x.device)
         rest = torch.randn(b, model.latent.point_dim - 9, dtype=x.dtype, device=x.device)
@@ -66,7 +70,9 @@ def sleep_term(model, x: torch.Tensor) -> torch.Tensor:
         target = model.decoder.rotation(m)
         drawn = model.likelihood.mean(model.decoder(m)).clamp(0, 1).to(x.dtype)
     every = model.candidates(model.raw(model.likelihood.observe(drawn)).float())
-    read = model.decoder.rotation(model.latent.mean_point(every))       # (C, b, 3, 3)
+    head = model.decoder.head                    # read through a frozen head: the encoder learns
+    read = rotation_from_6d(F.linear(model.latent.mean_point(every), head.weight.detach(),
+                                     head.bias.detach()))                 # (C, b, 3, 3)
     cos_phi = ((read * target).sum((-2, -1)) - 1) / 2
     return (1 - cos_phi).min(0).values.mean()
 
@@ -77,10 +83,11 @@ def matched_turn_consistency(model, x: torch.Tensor, raw: torch.Tensor) -> torch
     b = x.shape[0]
     chosen = model.chosen(model.likelihood.observe(x), raw)
     r = rotation(model.latent.mean_point(model.candidates(raw)))[chosen, torch.arange(b, device=x.device)]
-    turned, alpha = turned_images(x, model.image_shape, model.likelihood.observe)
-    r_turned = rotation(model.latent.mean_point(model.candidates(model.raw(turned).float())))
-    target = camera_turns(alpha).to(r.dtype) @ r
-    return (1 - ((r_turned * target).sum((-2, -1)) - 1) / 2).min(0).values
+
+    def every_head(obs):                                                  # (C, b, 3, 3)
+        return rotation(model.latent.mean_point(model.candidates(model.raw(obs).float())))
+    return rotation_turn_consistency(every_head, x, r, model.image_shape,
+                                     observe=model.likelihood.observe).min(0).values
 
 
 def apply(variant: str) -> None:
@@ -112,6 +119,6 @@ if __name__ == "__main__":
         raise SystemExit(f"usage: renders_variants.py {{{','.join(VARIANTS)}}} [renders_pose.py options]")
     variant = sys.argv.pop(1)
     apply(variant)
-    if "--out" not in sys.argv:
+    if not any(a == "--out" or a.startswith("--out=") for a in sys.argv):
         sys.argv += ["--out", f"/tmp/renders-{variant}"]
     renders_pose.main()

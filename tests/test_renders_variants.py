@@ -73,6 +73,8 @@ def test_sleep_term_trains_the_encoder_not_the_decoders_object():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
     for name in ("points", "albedo", "log_width"):
         assert getattr(model.decoder, name).grad is None      # the drawn images are detached
+    head = model.decoder.head                                 # and the reading head is frozen
+    assert head.weight.grad is None and head.bias.grad is None
 
 
 class _ReadsTheAngle:
