@@ -435,3 +435,26 @@ def test_splat_decoder_draws_each_channel_from_its_own_albedo():
     out["loss"].backward()
     assert torch.isfinite(model.decoder.albedo.grad).all()
     assert not torch.allclose(model.decoder.albedo.grad[:, 0], model.decoder.albedo.grad[:, 1])
+
+
+def test_splat_colour_channels_are_the_grey_albedo_when_the_colours_agree():
+    """The splatted picture a 3-channel decoder hands its refinement is laid out as coverage,
+    one albedo map per channel, depth: with every channel's albedo equal to a 1-channel
+    decoder's (same points), each albedo map is that decoder's, and coverage and depth agree."""
+    from manifold_vae.models.networks import SplatDecoder
+    torch.manual_seed(0)
+    grey, colour = SplatDecoder(10, [16], (1, 16, 16)), SplatDecoder(10, [16], (3, 16, 16))
+    with torch.no_grad():
+        colour.points.copy_(grey.points)
+        colour.head.load_state_dict(grey.head.state_dict())
+        grey.albedo.copy_(torch.randn(128))
+        colour.albedo.copy_(grey.albedo[:, None].expand(128, 3))
+    seen = {}
+    for name, dec in (("grey", grey), ("colour", colour)):
+        dec.refine.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(name, args[0]))
+        dec(torch.randn(4, 10, generator=torch.Generator().manual_seed(1)))
+    g, c = seen["grey"][:, :3], seen["colour"][:, :5]           # the picture, before the style maps
+    assert torch.allclose(c[:, 0], g[:, 0], atol=1e-5) and torch.allclose(c[:, 4], g[:, 2], atol=1e-5)
+    for k in (1, 2, 3):
+        assert torch.allclose(c[:, k], g[:, 1], atol=1e-5)
+    assert g[:, 1].std() > 0                                    # the albedo map is not flat
