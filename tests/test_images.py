@@ -323,12 +323,14 @@ def test_relative_angles_score_pairs_of_copies_of_one_source():
 @pytest.mark.slow
 def test_image_suite_end_to_end(tmp_path):
     from manifold_vae.experiments.suites.images import ImageSuiteSettings, reproduce_images
+    from manifold_vae.models.pose_search import PoseSearchConfig
 
     small = dict(batch_size=32, iwae_k=4, hidden=[16], conv_channels=[4, 8], steps=6)
     base = ImageSuiteSettings()
     s = ImageSuiteSettings(digits_copies=2, renders_n=200, renders_size=16, seeds=1, workers=1,
                            digits=base.digits.replace(**small),
-                           renders=base.renders.replace(image_shape=[1, 16, 16], **small))
+                           renders=base.renders.replace(image_shape=[1, 16, 16], **small),
+                           renders_search=PoseSearchConfig(points=8, steps=5, grid=16, search=50))
     res = reproduce_images(s, tmp_path, log=lambda m: None)
     assert 0 <= res["relative_angle_median_deg"] <= 180
     assert 0 <= res["relative_angle_within_30deg"] <= 1
@@ -338,7 +340,16 @@ def test_image_suite_end_to_end(tmp_path):
     assert res["relative_angle_half_turn_classes"]["relative_angle_median_deg"] <= 90   # mod π
     assert "circular_correlation" not in res                # the unidentifiable absolute angle
     assert 0 <= res["median_geodesic_error_deg"] <= 180 and 0 <= res["accuracy_30deg"] <= 1
-    assert -1 <= res["distance_rank_correlation"] <= 1 and res["pose_row"] in ("er", "er-ga")
+    assert -1 <= res["distance_rank_correlation"] <= 1 and res["pose_row"] == "pose-search"
+    renders = res["datasets"]["renders"]
+    assert [r["key"] for r in renders["rows"]] == ["gauss", "er", "er-ga", "pose-search"]
+    assert renders["best_er_row"] in ("er", "er-ga")
+    search = renders["rows"][-1]
+    assert search["valid_bound"] and search["test_elbo_mean"] is None and search["test_iwae_k"] == 50
+    assert res["median_geodesic_error_deg"] == renders["recovery"]["pose-search"][
+        "median_geodesic_error_deg_mean"]
+    for key in ("er", "er-ga", "pose-search"):            # every SO(3) row scored the same way
+        assert "accuracy_30deg_mean" in renders["recovery"][key]
     assert "latent_neighbour_precision" in res                # NaN when no pair is that close
     assert res["datasets"]["renders"]["chance"]["median_geodesic_error_deg"] == 132.3
     digits = res["datasets"]["digits"]
@@ -348,16 +359,21 @@ def test_image_suite_end_to_end(tmp_path):
         assert "relative_angle_median_deg_mean" in digits["recovery"][key]
     for name in ("digits_reconstructions", "digits_circle_walk", "digits_angle_recovery",
                  "digits_angle_errors", "renders_reconstructions", "renders_great_circles",
-                 "renders_rotation_errors"):
+                 "renders_rotation_errors", "renders_search_great_circles"):
         assert (tmp_path / "figures" / f"{name}.png").is_file(), name
     md = (tmp_path / "results.md").read_text()
     assert "Relative angles" in md and "upright" not in md
     # by default the suite trains what identifies the symmetry, and says so
     assert "digits: continuous Bernoulli on grey levels, turn consistency 10, 2 hypotheses" in md
     assert "renders: continuous Bernoulli on grey levels, turn consistency 10, 4 hypotheses" in md
+    assert "Pose search: R ~ Haar(SO(3))" in md and "the pose row" in md
     # a second call reuses every finished run
+    stamp = (tmp_path / "runs" / "renders" / "pose-search-seed0" / "metrics.json").stat().st_mtime_ns
     again = reproduce_images(s, tmp_path, log=lambda m: None)
     assert again["relative_angle_median_deg"] == res["relative_angle_median_deg"]
+    # the reused poses, read back from disk, align to the last bits of LAPACK's SVD
+    assert again["median_geodesic_error_deg"] == pytest.approx(res["median_geodesic_error_deg"], rel=1e-9)
+    assert (tmp_path / "runs" / "renders" / "pose-search-seed0" / "metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_image_suite_binarized_is_the_hard_variant(tmp_path):
@@ -371,6 +387,7 @@ def test_image_suite_binarized_is_the_hard_variant(tmp_path):
         assert (model.likelihood, model.turn_consistency, model.hypotheses) == ("bernoulli", 0.0, 1)
         assert was.likelihood == "continuous-bernoulli" and was.hypotheses > 1
         assert getattr(hard, name).steps == 7 and model.network == was.network
+    assert hard.renders_search is None and default.renders_search.steps == 1500
     # the flag belongs to the images suite alone, and a refused command writes nothing
     assert main(["reproduce", "--suite", "circle", "--binarized", "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()
