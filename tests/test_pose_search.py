@@ -130,3 +130,23 @@ def test_the_search_recovers_the_poses_of_renders():
     found = search_poses(obj, x[test], cfg)["rotations"].numpy()
     held = held_out_rotation_errors(found, data["rotation"][test])
     assert held["median_geodesic_error_deg"] < 30 and held["accuracy_30deg"] > 0.5, held
+
+
+def test_the_benchmark_runs_the_suites_search_and_binarizes_when_asked(tmp_path):
+    """``benchmarks/pose_search.py`` scores what it says: the suite's search config with the given
+    steps and seed, on silhouettes when ``--binarized``; one record per (steps, seed)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pose_search.py"
+    spec = importlib.util.spec_from_file_location("pose_search_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "runs.json"
+    runs = bench.main(["--steps", "2,3", "--seeds", "4", "--n", "60", "--binarized", "--out", str(out)])
+    assert [(r["steps"], r["seed"], r["binarized"]) for r in runs] == [(2, 4, True), (3, 4, True)]
+    assert json.loads(out.read_text())["runs"] == runs
+    assert all(0 <= r["median_geodesic_error_deg"] <= 180 for r in runs)
+    _, grey = bench.suite_renders(60, False)
+    _, silhouettes = bench.suite_renders(60, True)
+    assert set(silhouettes.unique().tolist()) == {0.0, 1.0} and len(grey.unique()) > 10
